@@ -1,0 +1,104 @@
+"""Datasets: ordered lists of samples (an LR image, and its HR image when there is one).
+
+A dataset knows nothing about methods or metrics. Its *manifest* (every file name with the
+sha256 of its bytes) identifies its content; the manifest hash enters SR cache keys and the
+results manifest, so a changed file can never be mistaken for the one scored before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.hashing import sha256_file, sha256_json
+from harness.imageio import image_size, list_images
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One test image. ``name`` is the LR file's stem; it names the SR output and CSV rows."""
+
+    name: str
+    lr: Path
+    hr: Path | None = None
+
+
+class ImageDataset(Sequence[Sample]):
+    """An ordered, validated list of samples with a scale factor."""
+
+    def __init__(self, name: str, samples: list[Sample], scale: int) -> None:
+        self.name = name
+        self.samples = samples
+        self.scale = scale
+        self._manifest: list[dict] | None = None
+
+    @property
+    def has_hr(self) -> bool:
+        return all(s.hr is not None for s in self.samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self.samples[i]
+
+    def __iter__(self) -> Iterator[Sample]:
+        return iter(self.samples)
+
+    def manifest(self) -> list[dict]:
+        """``[{"name", "lr_sha256", "hr_sha256"}]`` in dataset order (computed once)."""
+        if self._manifest is None:
+            self._manifest = [
+                {
+                    "name": s.name,
+                    "lr_sha256": sha256_file(s.lr),
+                    "hr_sha256": sha256_file(s.hr) if s.hr else None,
+                }
+                for s in self.samples
+            ]
+        return self._manifest
+
+    def manifest_hash(self) -> str:
+        return sha256_json({"scale": self.scale, "files": self.manifest()})
+
+
+def match_by_stem(
+    left: list[Path], right: list[Path], left_dir: Path, right_dir: Path
+) -> list[tuple[Path, Path]]:
+    """Pair two sorted file lists by file stem; any file without a partner is an error."""
+    rmap = {p.stem: p for p in right}
+    lmap = {p.stem: p for p in left}
+    for p in left:
+        if p.stem not in rmap:
+            raise HarnessError(f"{p}: no file named {p.stem}.* in {right_dir}")
+    for p in right:
+        if p.stem not in lmap:
+            raise HarnessError(f"{p}: no file named {p.stem}.* in {left_dir}")
+    return [(p, rmap[p.stem]) for p in left]
+
+
+def check_scale(lr: Path, hr: Path, scale: int) -> None:
+    (lw, lh), (hw, hh) = image_size(lr), image_size(hr)
+    if (hw, hh) != (lw * scale, lh * scale):
+        raise HarnessError(
+            f"{hr}: size {hw}x{hh} is not {scale}x the LR {lr.name} ({lw}x{lh})"
+        )
+
+
+def paired_folder(name: str, lr_dir: str | Path, hr_dir: str | Path, scale: int) -> ImageDataset:
+    """LR/HR folders matched by file stem; every HR must be exactly ``scale`` x its LR."""
+    lr_dir, hr_dir = Path(lr_dir), Path(hr_dir)
+    pairs = match_by_stem(list_images(lr_dir), list_images(hr_dir), lr_dir, hr_dir)
+    for lr, hr in pairs:
+        check_scale(lr, hr, scale)
+    return ImageDataset(name, [Sample(lr.stem, lr, hr) for lr, hr in pairs], scale)
+
+
+def lr_folder(name: str, lr_dir: str | Path, scale: int) -> ImageDataset:
+    """LR images only (real photos without ground truth): no-reference metrics only."""
+    files = list_images(lr_dir)
+    for f in files:
+        image_size(f)  # a file that is not an image fails here, naming it
+    return ImageDataset(name, [Sample(f.stem, f) for f in files], scale)

@@ -1,0 +1,161 @@
+"""The ``harness`` command line: argparse in front of Hydra.
+
+Each flag is a shorthand for a Hydra override (``--methods a,b`` is ``methods=[a,b]``), and any
+``key=value`` argument is passed to Hydra as it is. User errors print one line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from harness.errors import HarnessError
+
+RUN_EPILOG = """\
+Hydra overrides (after the options, any number):
+  key=value                 any key of configs/run.yaml, e.g. seed=1 data_root=/data
+  method.KEY=VALUE          set KEY for every selected method, e.g. method.batch_size=4
+  method.NAME.KEY=VALUE     set KEY for one method
+  dataset.KEY=VALUE         likewise for datasets, e.g. dataset.root=/data/DRealSR
+  suite=NAME                a metric list from configs/suite/
+
+The run directory (default runs/<config hash>) gets config.yaml, manifest.json, rows.jsonl,
+per_image.csv, summary.json and report.md. Rerunning the same command resumes: cached SR images
+and scored images are not computed again (--force redoes both).
+
+Names: `harness list methods|datasets|metrics`.
+"""
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _list_override(key: str, text: str | None) -> list[str]:
+    if text is None:
+        return []
+    return [f"{key}=[{','.join(_csv(text))}]"]
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--metrics", help="comma-separated metric names (default: psnr,ssim)")
+    p.add_argument("--out", help="run directory to write (resumed when it exists)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where models run")
+    p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="model precision")
+    p.add_argument("--force", action="store_true", help="recompute instead of resuming")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="upscale datasets with methods and score them",
+                         epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--methods", help="comma-separated method names (default: bicubic,lanczos)")
+    run.add_argument("--datasets", help="comma-separated dataset names (default: embedded)")
+    _common(run)
+    run.add_argument("--cache-dir", help="SR cache folder (default $HARNESS_CACHE or "
+                     "~/.cache/harness)")
+    run.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides")
+
+    ev = sub.add_parser("eval", help="score an existing folder of SR outputs against HR")
+    ev.add_argument("--sr", required=True, help="folder of SR outputs")
+    ev.add_argument("--hr", required=True, help="folder of HR references (same file stems)")
+    ev.add_argument("--lr", help="folder of LR inputs (optional; names are checked)")
+    ev.add_argument("--name", help="method name for the results (default: the SR folder name)")
+    _common(ev)
+    ev.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides")
+
+    ls = sub.add_parser("list", help="list registered methods, datasets or metrics")
+    ls.add_argument("what", choices=["methods", "datasets", "metrics"])
+    return parser
+
+
+def _overrides(args: argparse.Namespace, paths: Sequence[str]) -> list[str]:
+    from harness.config import quote
+
+    out: list[str] = []
+    out += _list_override("metrics", args.metrics)
+    for key in paths:
+        value = getattr(args, key.replace("-", "_"), None)
+        if value is not None:
+            out.append(f"{key.replace('-', '_')}={quote(str(value))}")
+    for key in ("device", "dtype"):
+        if getattr(args, key):
+            out.append(f"{key}={getattr(args, key)}")
+    if args.force:
+        out.append("force=true")
+    for o in args.overrides:
+        if "=" not in o:
+            raise HarnessError(f"argument '{o}': overrides look like key=value")
+    return out + list(args.overrides)
+
+
+def _print_report(out_dir) -> None:
+    from harness.imageio import write_text
+    from harness.reports import render
+    from harness.store import RunStore
+
+    store = RunStore(out_dir)
+    text = render(store.read_summary())
+    write_text(store.path / "report.md", text)
+    print(text)
+    print(f"results: {store.path}")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from harness.config import compose_run
+    from harness.runner import run
+
+    ov = _list_override("methods", args.methods) + _list_override("datasets", args.datasets)
+    cfg = compose_run(ov + _overrides(args, ["out", "cache-dir"]))
+    _print_report(run(cfg))
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from harness.config import compose_eval
+    from harness.runner import evaluate
+
+    cfg = compose_eval(_overrides(args, ["sr", "hr", "lr", "name", "out"]))
+    _print_report(evaluate(cfg))
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    from harness.config import group_options
+
+    if args.what == "methods":
+        from harness.methods import METHODS
+
+        for name in METHODS:
+            card = METHODS.get(name).card
+            print(f"{name:12s} x{card.scale}  {card.display_name}: {card.paper}")
+    elif args.what == "datasets":
+        from omegaconf import OmegaConf
+
+        from harness.config import CONFIG_DIR
+
+        for name in group_options("dataset"):
+            first = (CONFIG_DIR / "dataset" / f"{name}.yaml").read_text().splitlines()[0]
+            kind = OmegaConf.load(CONFIG_DIR / "dataset" / f"{name}.yaml").get("type")
+            print(f"{name:12s} {kind:9s} {first.lstrip('# ')}")
+    else:
+        from harness.metrics import METRICS
+
+        for name in METRICS:
+            s = METRICS.get(name)
+            arrow = "lower" if s.lower_better else "higher"
+            print(f"{name:10s} {s.reference}  {arrow} is better  {s.doc}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        {"run": cmd_run, "eval": cmd_eval, "list": cmd_list}[args.command](args)
+    except HarnessError as e:
+        print(f"harness: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("harness: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    return 0

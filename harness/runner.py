@@ -1,0 +1,255 @@
+"""The runner: dataset -> method -> cached SR images -> metrics -> results store.
+
+``run`` drives methods, datasets and metrics for ``harness run``; ``evaluate`` scores a folder of
+existing outputs for ``harness eval``. Both validate every input before any work starts, journal
+each scored image, and write the final tables atomically from the journal (see ``store``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from harness.cache import SRCache
+from harness.datasets import ImageDataset, build_dataset
+from harness.datasets.base import match_by_stem
+from harness.envinfo import environment, package_versions, resolve_device
+from harness.errors import HarnessError
+from harness.evaluate import Item, score_items
+from harness.hashing import sha256_file, sha256_json
+from harness.imageio import from_tensor, list_images, read_rgb, to_tensor, write_png
+from harness.methods import DTYPES, METHODS, SRMethod
+from harness.metrics import MetricSuite, Score
+from harness.progress import log, progress_bar
+from harness.store import Row, RunStore, summarise
+
+# Keys that do not change results: left out of the config hash.
+_VOLATILE = ("out", "force", "cache_dir")
+
+
+@dataclass
+class Group:
+    """One (method, dataset) cell of the results: the images to score and their SR key."""
+
+    method: str
+    dataset: str
+    items: list[Item]
+    sr_key: str
+    metrics: list[str]  # the metrics that apply (FR ones only with HR)
+
+
+def config_hash(cfg: dict[str, Any]) -> str:
+    return sha256_json({k: v for k, v in cfg.items() if k not in _VOLATILE})
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    if name not in DTYPES:
+        raise HarnessError(f"option --dtype: '{name}' is not one of {', '.join(DTYPES)}")
+    return DTYPES[name]
+
+
+def image_seed(seed: int, dataset: str, image: str) -> int:
+    """Per-image seed: results never depend on file order or batch composition."""
+    digest = hashlib.sha256(f"{seed}/{dataset}/{image}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+# ----------------------------------------------------------------------------- SR stage
+
+
+def sr_stage(
+    method: SRMethod, ds: ImageDataset, cache: SRCache, device: torch.device, dtype: torch.dtype,
+    seed: int, force: bool, loaded: set[str],
+) -> None:
+    """Upscale every LR image of ``ds`` that is not cached yet (all of them with ``force``)."""
+    name = method.card.name
+    todo = [s for s in ds if force or not cache.has(s.name)]
+    cached = len(ds) - len(todo)
+    why = " (--force)" if force and cached == 0 else ""
+    log(f"{name} on {ds.name}: {cached} SR images reused from cache, {len(todo)} to compute{why}")
+    if not todo:
+        return
+    if name not in loaded:
+        method.load(device, dtype)
+        loaded.add(name)
+    batch_size = max(1, int(method.cfg.get("batch_size", 1)))
+    with progress_bar(f"{name} on {ds.name}", total=len(todo)) as advance:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            lrs = [to_tensor(read_rgb(s.lr)) for s in batch]
+            if len({t.shape for t in lrs}) > 1:  # mixed sizes: one image at a time
+                parts = [([s], [t]) for s, t in zip(batch, lrs)]
+            else:
+                parts = [(batch, lrs)]
+            for samples, tensors in parts:
+                _upscale(method, ds, cache, samples, torch.cat(tensors).to(device), seed)
+                for _ in samples:
+                    advance()
+
+
+def _upscale(method, ds, cache, group, lr: torch.Tensor, seed: int) -> None:
+    torch.manual_seed(image_seed(seed, ds.name, group[0].name))
+    with torch.inference_mode():
+        sr = method.upscale(lr)
+    want = (lr.shape[0], 3, lr.shape[2] * method.scale, lr.shape[3] * method.scale)
+    if tuple(sr.shape) != want:
+        raise RuntimeError(f"{method.card.name} returned {tuple(sr.shape)}, expected {want}")
+    for s, img in zip(group, sr):
+        write_png(cache.path(s.name), from_tensor(img))
+
+
+# ----------------------------------------------------------------------------- metric stage
+
+
+def _score_groups(store: RunStore, suite: MetricSuite, groups: Sequence[Group], force: bool):
+    if force:
+        store.reset_journal()
+    done = store.read_journal()
+    for g in groups:
+        todo = []
+        for it in g.items:
+            row = done.get((g.method, g.dataset, it.image))
+            if row is None or row.sr_key != g.sr_key or not set(g.metrics) <= set(row.values):
+                todo.append(it)
+        if len(todo) < len(g.items):
+            log(f"{g.method} on {g.dataset}: {len(g.items) - len(todo)} images already scored "
+                f"in {store.journal}, {len(todo)} to score")
+
+        def journal(item: Item, score: Score, g: Group = g) -> None:
+            row = Row(g.method, g.dataset, item.image, g.sr_key, score.values, score.missing)
+            store.append([row])
+            done[row.key] = row
+
+        score_items(suite, todo, journal, label=f"metrics {g.method} on {g.dataset}")
+    return [done[(g.method, g.dataset, it.image)] for g in groups for it in g.items]
+
+
+def _finish(store: RunStore, suite: MetricSuite, groups: Sequence[Group], rows: list[Row],
+            config_hash_: str, extra: dict[str, Any]) -> dict[str, Any]:
+    store.write_per_image(rows, suite.names)
+    specs = [s.to_dict() for s in suite.specs]
+    applicable = {g.dataset: g.metrics for g in groups}
+    summary = {
+        "schema": "harness.summary/1",
+        "config_hash": config_hash_,
+        "metrics": specs,
+        "pyiqa_version": package_versions()["pyiqa"],
+        "unavailable_metrics": suite.unavailable,
+        "results": summarise(rows, [(g.method, g.dataset, len(g.items)) for g in groups],
+                             specs, applicable),
+    } | extra
+    store.write_summary(summary)
+    return summary
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def run(cfg: DictConfig) -> Path:
+    """Execute a composed ``run`` config; returns the run directory."""
+    plain: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    device, dtype = resolve_device(str(cfg.device)), resolve_dtype(str(cfg.dtype))
+    cache_dir = Path(str(cfg.cache_dir)).expanduser()
+    chash = config_hash(plain)
+    out = Path(str(cfg.out)) if cfg.out else Path("runs") / chash[:12]
+    force, seed = bool(cfg.force), int(cfg.seed)
+
+    # Validate everything before any work: names, folders, files, weights' presence.
+    datasets = [build_dataset(plain["dataset"][d], cache_dir) for d in cfg.datasets]
+    methods: list[SRMethod] = [METHODS.get(m)(plain["method"][m]) for m in cfg.methods]
+    suite = MetricSuite(list(cfg.metrics), device)
+    for name, why in suite.unavailable.items():
+        log(f"metric {name} is missing from this run: {why}")
+
+    store = RunStore(out)
+    store.claim(OmegaConf.to_yaml(cfg, resolve=True), chash)
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    manifest: dict[str, Any] = {
+        "command": "run", "config_hash": chash, "seed": seed,
+        "dtype": str(cfg.dtype), "started": started, "finished": None,
+        "environment": environment(device), "datasets": {}, "methods": {},
+    }
+    store.write_manifest(manifest)
+
+    groups: list[Group] = []
+    loaded: set[str] = set()
+    for ds in datasets:
+        manifest["datasets"][ds.name] = {
+            "manifest_hash": ds.manifest_hash(), "n_images": len(ds), "scale": ds.scale,
+            "files": ds.manifest(),
+        }
+        metrics = [s.name for s in suite.applicable(ds.has_hr)]
+        skipped = [n for n in suite.names if n not in metrics]
+        if skipped:
+            log(f"{ds.name} has no HR images: skipping full-reference {', '.join(skipped)}")
+        for m in methods:
+            if m.scale != ds.scale:
+                raise HarnessError(f"method '{m.card.name}' is x{m.scale} but dataset "
+                                   f"'{ds.name}' is x{ds.scale}")
+            key_inputs = {
+                "method": m.card.name, "adapter_version": m.version, "config": m.cfg,
+                "weights": m.weights_digest(), "signature": m.output_signature(device, dtype),
+                "seed": seed, "dataset": ds.manifest_hash(),
+            }
+            cache = SRCache(cache_dir, m.card.name, key_inputs).open()
+            entry = manifest["methods"].setdefault(m.card.name, {
+                "card": m.card.to_dict(), "adapter_version": m.version,
+                "weights_digest": key_inputs["weights"], "sr_cache": {}})
+            entry["sr_cache"][ds.name] = str(cache.dir)
+            sr_stage(m, ds, cache, device, dtype, seed, force, loaded)
+            items = [Item(s.name, cache.path(s.name), s.hr) for s in ds]
+            groups.append(Group(m.card.name, ds.name, items, cache.key, metrics))
+
+    rows = _score_groups(store, suite, groups, force)
+    _finish(store, suite, groups, rows, chash, {"command": "run", "methods": list(cfg.methods),
+                                               "datasets": list(cfg.datasets)})
+    manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    store.write_manifest(manifest)
+    return out
+
+
+def evaluate(cfg: DictConfig) -> Path:
+    """Score an existing folder of SR outputs against HR (``harness eval``)."""
+    plain: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    if not cfg.sr or not cfg.hr:
+        raise HarnessError("harness eval needs both --sr DIR and --hr DIR")
+    device = resolve_device(str(cfg.device))
+    sr_dir, hr_dir = Path(str(cfg.sr)), Path(str(cfg.hr))
+    pairs = match_by_stem(list_images(sr_dir), list_images(hr_dir), sr_dir, hr_dir)
+    if cfg.lr:
+        lr_dir = Path(str(cfg.lr))
+        match_by_stem(list_images(lr_dir), [sr for sr, _ in pairs], lr_dir, sr_dir)
+    method = str(cfg.name or sr_dir.resolve().name)
+    hr_name = hr_dir.resolve().name
+    dataset = str(cfg.dataset_name or (
+        hr_dir.resolve().parent.name if hr_name.lower() in ("hr", "gt") else hr_name))
+    chash = config_hash(plain)
+    out = Path(str(cfg.out)) if cfg.out else Path("runs") / f"eval-{chash[:12]}"
+    suite = MetricSuite(list(cfg.metrics), device)
+    for name, why in suite.unavailable.items():
+        log(f"metric {name} is missing from this run: {why}")
+
+    store = RunStore(out)
+    store.claim(OmegaConf.to_yaml(cfg, resolve=True), chash)
+    manifest: dict[str, Any] = {
+        "command": "eval", "config_hash": chash, "environment": environment(device),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished": None,
+    }
+    store.write_manifest(manifest)
+    items = [Item(sr.stem, sr, hr) for sr, hr in pairs]
+    # The SR files' content is the key: a changed output is scored again on resume.
+    sr_key = sha256_json([[sr.name, sha256_file(sr)] for sr, _ in pairs])
+    groups = [Group(method, dataset, items, sr_key, suite.names)]
+    rows = _score_groups(store, suite, groups, bool(cfg.force))
+    _finish(store, suite, groups, rows, chash, {"command": "eval", "methods": [method],
+                                               "datasets": [dataset]})
+    manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    store.write_manifest(manifest)
+    return out

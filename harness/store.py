@@ -1,0 +1,184 @@
+"""The results store: one run directory per run. Its files are the public API of the harness.
+
+Layout of a run directory (schemas in ARCHITECTURE.md)::
+
+    config.yaml     the resolved what-to-run (every option, every method/dataset config)
+    manifest.json   environment and provenance: versions, git commit, device, seed, hashes
+    rows.jsonl      the journal: one JSON object per scored image, appended and fsync'ed
+    per_image.csv   method, dataset, image, then one column per metric (written at the end)
+    summary.json    per (method, dataset) means with missing-value accounting (at the end)
+    report.md       the markdown tables printed at the end of the run
+
+The journal makes runs resumable: a killed run leaves complete lines (a torn last line is
+ignored), and the rerun scores only what is not in it. ``per_image.csv``, ``summary.json`` and
+``report.md`` are written atomically from the journal once every image is scored, so a file
+under one of those names is always complete.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import __version__
+from harness.errors import HarnessError
+from harness.imageio import write_text
+
+SUMMARY_SCHEMA = "harness.summary/1"
+MANIFEST_SCHEMA = "harness.manifest/1"
+
+Key = tuple[str, str, str]  # (method, dataset, image)
+
+
+@dataclass
+class Row:
+    """Scores of one SR image. ``values[m]`` is None exactly when ``missing[m]`` says why."""
+
+    method: str
+    dataset: str
+    image: str
+    sr_key: str
+    values: dict[str, float | None]
+    missing: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> Key:
+        return (self.method, self.dataset, self.image)
+
+
+class RunStore:
+    """Reads and writes one run directory."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    # -- config ------------------------------------------------------------------------------
+    def claim(self, config_yaml: str, config_hash: str) -> None:
+        """Create or resume the run directory for this config; refuse another run's directory."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        existing = self._read_json_or_none("manifest.json")
+        if existing and existing.get("config_hash") not in (None, config_hash):
+            raise HarnessError(
+                f"{self.path}: holds a run of another config (hash "
+                f"{existing['config_hash'][:12]} != {config_hash[:12]}); choose another --out"
+            )
+        write_text(self.path / "config.yaml", config_yaml)
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        data = {"schema": MANIFEST_SCHEMA, "harness_version": __version__} | manifest
+        write_text(self.path / "manifest.json", json.dumps(data, indent=2, default=str) + "\n")
+
+    # -- journal -----------------------------------------------------------------------------
+    @property
+    def journal(self) -> Path:
+        return self.path / "rows.jsonl"
+
+    def read_journal(self) -> dict[Key, Row]:
+        """Rows written so far, last one per key winning; a torn last line is skipped."""
+        rows: dict[Key, Row] = {}
+        if not self.journal.is_file():
+            return rows
+        with open(self.journal, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    row = Row(**json.loads(line))
+                except (json.JSONDecodeError, TypeError):
+                    continue  # a line cut by a kill: its image is simply scored again
+                rows[row.key] = row
+        return rows
+
+    def reset_journal(self) -> None:
+        self.journal.unlink(missing_ok=True)
+
+    def append(self, rows: Iterable[Row]) -> None:
+        with open(self.journal, "a", encoding="utf-8") as f:
+            if f.tell() and not self._ends_with_newline():
+                f.write("\n")  # isolate a torn line left by a kill
+            for row in rows:
+                f.write(json.dumps(row.__dict__, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _ends_with_newline(self) -> bool:
+        with open(self.journal, "rb") as f:
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) == b"\n"
+
+    # -- final tables ------------------------------------------------------------------------
+    def write_per_image(self, rows: Sequence[Row], metrics: Sequence[str]) -> None:
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["method", "dataset", "image", *metrics])
+        for r in rows:
+            w.writerow([r.method, r.dataset, r.image, *(_fmt(r.values.get(m)) for m in metrics)])
+        write_text(self.path / "per_image.csv", buf.getvalue())
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+    def read_summary(self) -> dict[str, Any]:
+        data = self._read_json_or_none("summary.json")
+        if data is None:
+            raise HarnessError(f"{self.path}: no summary.json (the run has not finished)")
+        return data
+
+    def _read_json_or_none(self, name: str) -> dict[str, Any] | None:
+        p = self.path / name
+        if not p.is_file():
+            return None
+        try:
+            return json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as e:
+            raise HarnessError(f"{p}: not valid JSON ({e})") from None
+
+
+def _fmt(v: float | None) -> str:
+    return "" if v is None else repr(float(v))
+
+
+def summarise(
+    rows: Sequence[Row],
+    groups: Sequence[tuple[str, str, int]],
+    metric_specs: Sequence[dict[str, Any]],
+    applicable: dict[str, list[str]],
+) -> list[dict[str, Any]]:
+    """Per (method, dataset) statistics.
+
+    A mean is reported only when every image has a value; otherwise it is ``null`` with the
+    count and the first reason, so a partial average can never pass for a full one.
+    ``applicable[dataset]`` lists the metrics that apply (no FR metric without HR).
+    """
+    out = []
+    for method, dataset, n_images in groups:
+        mine = [r for r in rows if r.method == method and r.dataset == dataset]
+        stats: dict[str, Any] = {}
+        for spec in metric_specs:
+            name = spec["name"]
+            if name not in applicable[dataset]:
+                stats[name] = {"mean": None, "std": None, "n": 0, "missing": n_images,
+                               "reason": "needs HR images; this dataset has none"}
+                continue
+            vals = [r.values.get(name) for r in mine]
+            good = [v for v in vals if v is not None]
+            missing = n_images - len(good)
+            reasons = [r.missing[name] for r in mine if name in r.missing]
+            entry: dict[str, Any] = {"n": len(good), "missing": missing}
+            if missing == 0 and good:
+                mean = math.fsum(good) / len(good)
+                var = math.fsum((v - mean) ** 2 for v in good) / len(good)
+                entry |= {"mean": mean, "std": math.sqrt(var), "reason": None}
+            else:
+                why = reasons[0] if reasons else "not scored"
+                entry |= {"mean": None, "std": None,
+                          "reason": f"{missing} of {n_images} images missing: {why}"}
+            stats[name] = entry
+        out.append({"method": method, "dataset": dataset, "n_images": n_images,
+                    "metrics": stats})
+    return out

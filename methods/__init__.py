@@ -1,0 +1,14 @@
+"""Method adapters. Register a new one with ``@METHODS.register(name)`` (see CONTRIBUTING.md)."""
+
+from __future__ import annotations
+
+from harness.methods.base import DTYPES, MethodCard, SRMethod, WeightFile
+from harness.methods.classical import Bicubic, Lanczos
+from harness.registry import Registry
+
+METHODS: Registry[type[SRMethod]] = Registry("method")
+
+for _cls in (Bicubic, Lanczos):
+    METHODS.register(_cls.card.name)(_cls)
+
+__all__ = ["DTYPES", "METHODS", "MethodCard", "SRMethod", "WeightFile"]

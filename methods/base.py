@@ -1,0 +1,108 @@
+"""The method adapter contract.
+
+A method turns a batch of LR images into SR images and describes itself with a
+:class:`MethodCard`. It knows nothing about datasets on disk, caching or scoring: the runner
+feeds it tensors and stores what it returns.
+
+Tensor conventions (all adapters): input ``float32`` ``(N, 3, h, w)`` in [0, 1] on the method's
+device; output ``(N, 3, h*scale, w*scale)`` in [0, 1] (values outside are clamped when saved).
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import torch
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """One file a method needs: where it comes from and how to verify it."""
+
+    name: str
+    url: str
+    sha256: str | None = None  # None only while the official hash is not known
+    size: int | None = None
+    license: str = "unknown"
+
+    def __post_init__(self) -> None:
+        if not self.name or "/" in self.name:
+            raise ValueError(f"weight file name must be a bare file name, got {self.name!r}")
+        if self.sha256 is not None and not _SHA256.match(self.sha256):
+            raise ValueError(f"{self.name}: sha256 must be 64 lowercase hex digits")
+
+
+@dataclass(frozen=True)
+class MethodCard:
+    """What a method is, validated when the adapter is defined (MTEB's ModelMeta, in small)."""
+
+    name: str
+    display_name: str
+    paper: str
+    license: str
+    scale: int
+    steps: int | None = None  # diffusion steps per image; None for non-iterative methods
+    code: str | None = None  # official repository
+    weights: tuple[WeightFile, ...] = ()
+    deviations: tuple[str, ...] = ()  # every way the harness differs from the official code
+    notes: str = ""
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z0-9_]+", self.name):
+            raise ValueError(f"method name {self.name!r}: use lowercase letters, digits, '_'")
+        if self.scale < 1:
+            raise ValueError(f"{self.name}: scale must be >= 1")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"{self.name}: steps must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class SRMethod(ABC):
+    """Base class of every method adapter.
+
+    Subclasses set ``card`` and ``version`` (bump it whenever a code change alters outputs: it
+    is part of the SR cache key), and implement :meth:`upscale`. Neural methods also implement
+    :meth:`build_model` (the architecture, weights random) and :meth:`load`.
+    """
+
+    card: ClassVar[MethodCard]
+    version: ClassVar[str] = "1"
+
+    def __init__(self, cfg: Mapping[str, Any] | None = None) -> None:
+        self.cfg: dict[str, Any] = dict(cfg or {})
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+
+    @property
+    def scale(self) -> int:
+        return int(self.cfg.get("scale", self.card.scale))
+
+    def build_model(self) -> torch.nn.Module | None:
+        """The architecture with random weights (for params, MACs, latency); None if no network."""
+        return None
+
+    def load(self, device: torch.device, dtype: torch.dtype) -> None:
+        """Build the model and load its weights onto ``device`` in ``dtype``."""
+        self.device, self.dtype = device, dtype
+
+    def weights_digest(self) -> str:
+        """A digest of the weights in use (part of the SR cache key); '' for no weights."""
+        return ""
+
+    def output_signature(self, device: torch.device, dtype: torch.dtype) -> dict[str, str]:
+        """Run settings that change the output bits (part of the SR cache key)."""
+        return {"device": device.type, "dtype": str(dtype).removeprefix("torch.")}
+
+    @abstractmethod
+    def upscale(self, lr: torch.Tensor) -> torch.Tensor:
+        """``(N, 3, h, w)`` in [0, 1] -> ``(N, 3, h*scale, w*scale)`` in [0, 1]."""
