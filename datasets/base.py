@@ -82,9 +82,7 @@ def match_by_stem(
 def check_scale(lr: Path, hr: Path, scale: int) -> None:
     (lw, lh), (hw, hh) = image_size(lr), image_size(hr)
     if (hw, hh) != (lw * scale, lh * scale):
-        raise HarnessError(
-            f"{hr}: size {hw}x{hh} is not {scale}x the LR {lr.name} ({lw}x{lh})"
-        )
+        raise HarnessError(f"{hr}: size {hw}x{hh} is not {scale}x the LR {lr.name} ({lw}x{lh})")
 
 
 def paired_folder(name: str, lr_dir: str | Path, hr_dir: str | Path, scale: int) -> ImageDataset:

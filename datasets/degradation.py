@@ -29,10 +29,9 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+from harness.datasets import kernels as K
 from PIL import Image
 from scipy import ndimage
-
-from harness.datasets import kernels as K
 
 RESIZE_MODES = ("area", "bilinear", "bicubic")
 
@@ -144,7 +143,7 @@ def resize(img: np.ndarray, height: int, width: int, mode: str) -> np.ndarray:
 
 
 def filter2d(img: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """Correlate each channel with ``kernel``, reflect padding (torch 'reflect' = scipy 'mirror')."""
+    """Correlate each channel with ``kernel``; reflect padding (torch 'reflect', scipy 'mirror')."""
     out = np.empty_like(img)
     for c in range(img.shape[2]):
         out[:, :, c] = ndimage.correlate(img[:, :, c], kernel, mode="mirror")

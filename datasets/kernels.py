@@ -12,7 +12,14 @@ import math
 import numpy as np
 from scipy import special
 
-KERNEL_TYPES = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso")
+KERNEL_TYPES = (
+    "iso",
+    "aniso",
+    "generalized_iso",
+    "generalized_aniso",
+    "plateau_iso",
+    "plateau_aniso",
+)
 
 
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -50,13 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="upscale datasets with methods and score them",
-                         epilog=RUN_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run = sub.add_parser(
+        "run",
+        help="upscale datasets with methods and score them",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("--methods", help="comma-separated method names (default: bicubic,lanczos)")
     run.add_argument("--datasets", help="comma-separated dataset names (default: embedded)")
     _common(run)
-    run.add_argument("--cache-dir", help="SR cache folder (default $HARNESS_CACHE or "
-                     "~/.cache/harness)")
+    run.add_argument(
+        "--cache-dir", help="SR cache folder (default $HARNESS_CACHE or ~/.cache/harness)"
+    )
     run.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides")
 
     ev = sub.add_parser("eval", help="score an existing folder of SR outputs against HR")

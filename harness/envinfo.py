@@ -10,8 +10,17 @@ from typing import Any
 
 import torch
 
-_PACKAGES = ("torch", "torchvision", "pyiqa", "diffusers", "numpy", "pillow", "scipy",
-             "scikit-image", "hydra-core")
+_PACKAGES = (
+    "torch",
+    "torchvision",
+    "pyiqa",
+    "diffusers",
+    "numpy",
+    "pillow",
+    "scipy",
+    "scikit-image",
+    "hydra-core",
+)
 
 
 def package_versions() -> dict[str, str | None]:
@@ -28,10 +37,19 @@ def git_commit() -> str | None:
     """The harness source's commit, with '+dirty' for uncommitted changes; None outside git."""
     here = Path(__file__).resolve().parent
     try:
-        head = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(here), "status", "--porcelain"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "-C", str(here), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(here), "status", "--porcelain"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("+dirty" if dirty else "")

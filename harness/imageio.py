@@ -106,6 +106,6 @@ def to_tensor(rgb: np.ndarray) -> torch.Tensor:
 
 
 def from_tensor(x: torch.Tensor) -> np.ndarray:
-    """float ``(3, H, W)`` in [0, 1] -> uint8 ``(H, W, 3)``: clamp, scale by 255, round half-even."""
+    """float ``(3, H, W)`` in [0, 1] -> uint8 ``(H, W, 3)``: clamp, x255, round half-even."""
     x = x.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
     return x.permute(1, 2, 0).numpy()

@@ -65,8 +65,14 @@ def image_seed(seed: int, dataset: str, image: str) -> int:
 
 
 def sr_stage(
-    method: SRMethod, ds: ImageDataset, cache: SRCache, device: torch.device, dtype: torch.dtype,
-    seed: int, force: bool, loaded: set[str],
+    method: SRMethod,
+    ds: ImageDataset,
+    cache: SRCache,
+    device: torch.device,
+    dtype: torch.dtype,
+    seed: int,
+    force: bool,
+    loaded: set[str],
 ) -> None:
     """Upscale every LR image of ``ds`` that is not cached yet (all of them with ``force``)."""
     name = method.card.name
@@ -119,8 +125,10 @@ def _score_groups(store: RunStore, suite: MetricSuite, groups: Sequence[Group], 
             if row is None or row.sr_key != g.sr_key or not set(g.metrics) <= set(row.values):
                 todo.append(it)
         if len(todo) < len(g.items):
-            log(f"{g.method} on {g.dataset}: {len(g.items) - len(todo)} images already scored "
-                f"in {store.journal}, {len(todo)} to score")
+            log(
+                f"{g.method} on {g.dataset}: {len(g.items) - len(todo)} images already scored "
+                f"in {store.journal}, {len(todo)} to score"
+            )
 
         def journal(item: Item, score: Score, g: Group = g) -> None:
             row = Row(g.method, g.dataset, item.image, g.sr_key, score.values, score.missing)
@@ -131,8 +139,14 @@ def _score_groups(store: RunStore, suite: MetricSuite, groups: Sequence[Group], 
     return [done[(g.method, g.dataset, it.image)] for g in groups for it in g.items]
 
 
-def _finish(store: RunStore, suite: MetricSuite, groups: Sequence[Group], rows: list[Row],
-            config_hash_: str, extra: dict[str, Any]) -> dict[str, Any]:
+def _finish(
+    store: RunStore,
+    suite: MetricSuite,
+    groups: Sequence[Group],
+    rows: list[Row],
+    config_hash_: str,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
     store.write_per_image(rows, suite.names)
     specs = [s.to_dict() for s in suite.specs]
     applicable = {g.dataset: g.metrics for g in groups}
@@ -142,8 +156,9 @@ def _finish(store: RunStore, suite: MetricSuite, groups: Sequence[Group], rows: 
         "metrics": specs,
         "pyiqa_version": package_versions()["pyiqa"],
         "unavailable_metrics": suite.unavailable,
-        "results": summarise(rows, [(g.method, g.dataset, len(g.items)) for g in groups],
-                             specs, applicable),
+        "results": summarise(
+            rows, [(g.method, g.dataset, len(g.items)) for g in groups], specs, applicable
+        ),
     } | extra
     store.write_summary(summary)
     return summary
@@ -172,9 +187,15 @@ def run(cfg: DictConfig) -> Path:
     store.claim(OmegaConf.to_yaml(cfg, resolve=True), chash)
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     manifest: dict[str, Any] = {
-        "command": "run", "config_hash": chash, "seed": seed,
-        "dtype": str(cfg.dtype), "started": started, "finished": None,
-        "environment": environment(device), "datasets": {}, "methods": {},
+        "command": "run",
+        "config_hash": chash,
+        "seed": seed,
+        "dtype": str(cfg.dtype),
+        "started": started,
+        "finished": None,
+        "environment": environment(device),
+        "datasets": {},
+        "methods": {},
     }
     store.write_manifest(manifest)
 
@@ -182,7 +203,9 @@ def run(cfg: DictConfig) -> Path:
     loaded: set[str] = set()
     for ds in datasets:
         manifest["datasets"][ds.name] = {
-            "manifest_hash": ds.manifest_hash(), "n_images": len(ds), "scale": ds.scale,
+            "manifest_hash": ds.manifest_hash(),
+            "n_images": len(ds),
+            "scale": ds.scale,
             "files": ds.manifest(),
         }
         metrics = [s.name for s in suite.applicable(ds.has_hr)]
@@ -191,25 +214,42 @@ def run(cfg: DictConfig) -> Path:
             log(f"{ds.name} has no HR images: skipping full-reference {', '.join(skipped)}")
         for m in methods:
             if m.scale != ds.scale:
-                raise HarnessError(f"method '{m.card.name}' is x{m.scale} but dataset "
-                                   f"'{ds.name}' is x{ds.scale}")
+                raise HarnessError(
+                    f"method '{m.card.name}' is x{m.scale} but dataset '{ds.name}' is x{ds.scale}"
+                )
             key_inputs = {
-                "method": m.card.name, "adapter_version": m.version, "config": m.cfg,
-                "weights": m.weights_digest(), "signature": m.output_signature(device, dtype),
-                "seed": seed, "dataset": ds.manifest_hash(),
+                "method": m.card.name,
+                "adapter_version": m.version,
+                "config": m.cfg,
+                "weights": m.weights_digest(),
+                "signature": m.output_signature(device, dtype),
+                "seed": seed,
+                "dataset": ds.manifest_hash(),
             }
             cache = SRCache(cache_dir, m.card.name, key_inputs).open()
-            entry = manifest["methods"].setdefault(m.card.name, {
-                "card": m.card.to_dict(), "adapter_version": m.version,
-                "weights_digest": key_inputs["weights"], "sr_cache": {}})
+            entry = manifest["methods"].setdefault(
+                m.card.name,
+                {
+                    "card": m.card.to_dict(),
+                    "adapter_version": m.version,
+                    "weights_digest": key_inputs["weights"],
+                    "sr_cache": {},
+                },
+            )
             entry["sr_cache"][ds.name] = str(cache.dir)
             sr_stage(m, ds, cache, device, dtype, seed, force, loaded)
             items = [Item(s.name, cache.path(s.name), s.hr) for s in ds]
             groups.append(Group(m.card.name, ds.name, items, cache.key, metrics))
 
     rows = _score_groups(store, suite, groups, force)
-    _finish(store, suite, groups, rows, chash, {"command": "run", "methods": list(cfg.methods),
-                                               "datasets": list(cfg.datasets)})
+    _finish(
+        store,
+        suite,
+        groups,
+        rows,
+        chash,
+        {"command": "run", "methods": list(cfg.methods), "datasets": list(cfg.datasets)},
+    )
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     store.write_manifest(manifest)
     return out
@@ -228,8 +268,10 @@ def evaluate(cfg: DictConfig) -> Path:
         match_by_stem(list_images(lr_dir), [sr for sr, _ in pairs], lr_dir, sr_dir)
     method = str(cfg.name or sr_dir.resolve().name)
     hr_name = hr_dir.resolve().name
-    dataset = str(cfg.dataset_name or (
-        hr_dir.resolve().parent.name if hr_name.lower() in ("hr", "gt") else hr_name))
+    dataset = str(
+        cfg.dataset_name
+        or (hr_dir.resolve().parent.name if hr_name.lower() in ("hr", "gt") else hr_name)
+    )
     chash = config_hash(plain)
     out = Path(str(cfg.out)) if cfg.out else Path("runs") / f"eval-{chash[:12]}"
     suite = MetricSuite(list(cfg.metrics), device)
@@ -239,8 +281,11 @@ def evaluate(cfg: DictConfig) -> Path:
     store = RunStore(out)
     store.claim(OmegaConf.to_yaml(cfg, resolve=True), chash)
     manifest: dict[str, Any] = {
-        "command": "eval", "config_hash": chash, "environment": environment(device),
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "finished": None,
+        "command": "eval",
+        "config_hash": chash,
+        "environment": environment(device),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "finished": None,
     }
     store.write_manifest(manifest)
     items = [Item(sr.stem, sr, hr) for sr, hr in pairs]
@@ -248,8 +293,14 @@ def evaluate(cfg: DictConfig) -> Path:
     sr_key = sha256_json([[sr.name, sha256_file(sr)] for sr, _ in pairs])
     groups = [Group(method, dataset, items, sr_key, suite.names)]
     rows = _score_groups(store, suite, groups, bool(cfg.force))
-    _finish(store, suite, groups, rows, chash, {"command": "eval", "methods": [method],
-                                               "datasets": [dataset]})
+    _finish(
+        store,
+        suite,
+        groups,
+        rows,
+        chash,
+        {"command": "eval", "methods": [method], "datasets": [dataset]},
+    )
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     store.write_manifest(manifest)
     return out

@@ -162,8 +162,13 @@ def summarise(
         for spec in metric_specs:
             name = spec["name"]
             if name not in applicable[dataset]:
-                stats[name] = {"mean": None, "std": None, "n": 0, "missing": n_images,
-                               "reason": "needs HR images; this dataset has none"}
+                stats[name] = {
+                    "mean": None,
+                    "std": None,
+                    "n": 0,
+                    "missing": n_images,
+                    "reason": "needs HR images; this dataset has none",
+                }
                 continue
             vals = [r.values.get(name) for r in mine]
             good = [v for v in vals if v is not None]
@@ -176,9 +181,11 @@ def summarise(
                 entry |= {"mean": mean, "std": math.sqrt(var), "reason": None}
             else:
                 why = reasons[0] if reasons else "not scored"
-                entry |= {"mean": None, "std": None,
-                          "reason": f"{missing} of {n_images} images missing: {why}"}
+                entry |= {
+                    "mean": None,
+                    "std": None,
+                    "reason": f"{missing} of {n_images} images missing: {why}",
+                }
             stats[name] = entry
-        out.append({"method": method, "dataset": dataset, "n_images": n_images,
-                    "metrics": stats})
+        out.append({"method": method, "dataset": dataset, "n_images": n_images, "metrics": stats})
     return out

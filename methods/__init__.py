@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from harness.methods.base import DTYPES, MethodCard, SRMethod, WeightFile
 from harness.methods.classical import Bicubic, Lanczos
+
 from harness.registry import Registry
 
 METHODS: Registry[type[SRMethod]] = Registry("method")

@@ -29,12 +29,21 @@ def render(summary: dict[str, Any]) -> str:
     for ds in datasets:
         results = [r for r in summary["results"] if r["dataset"] == ds]
         n = results[0]["n_images"]
-        head = ["Method"] + [f"{s['name'].upper()} {'↓' if s['lower_better'] else '↑'}"
-                             for s in specs]
-        lines = [f"### {ds} ({n} images)", "", "| " + " | ".join(head) + " |",
-                 "|" + "|".join(["---"] + ["---:"] * len(specs)) + "|"]
-        best = {s["name"]: _best([r["metrics"][s["name"]]["mean"] for r in results],
-                                 s["lower_better"], s["decimals"]) for s in specs}
+        head = ["Method"] + [
+            f"{s['name'].upper()} {'↓' if s['lower_better'] else '↑'}" for s in specs
+        ]
+        lines = [
+            f"### {ds} ({n} images)",
+            "",
+            "| " + " | ".join(head) + " |",
+            "|" + "|".join(["---"] + ["---:"] * len(specs)) + "|",
+        ]
+        best = {
+            s["name"]: _best(
+                [r["metrics"][s["name"]]["mean"] for r in results], s["lower_better"], s["decimals"]
+            )
+            for s in specs
+        }
         for r in results:
             cells = [r["method"]]
             for s in specs:

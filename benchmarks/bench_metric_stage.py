@@ -1,0 +1,103 @@
+"""Benchmark: the harness metric stage vs a per-image pyiqa reference loop, in one process.
+
+The reference is what the papers' evaluation scripts do: for each pair, decode SR and HR with
+PIL, convert to [0, 1] tensors, and call pyiqa ``psnr`` and ``ssim`` (papers' settings) one image
+at a time. The harness side is ``harness.evaluate.score_items`` with a ``MetricSuite``, decoding
+included. Both score the same pairs; the script prints both times, the ratio and the largest
+per-image difference of each metric.
+
+    python benchmarks/bench_metric_stage.py [--sr DIR --hr DIR] [--limit N] [--json FILE]
+
+Defaults to the 93 DRealSR pairs in ../shared/data/drealsr (OSEDiff outputs vs HR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pyiqa
+import torch
+from harness.datasets.base import match_by_stem
+from PIL import Image
+
+from harness.evaluate import Item, score_items
+from harness.imageio import list_images
+from harness.metrics import METRICS, MetricSuite
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "drealsr"
+
+
+def reference_loop(pairs, names):
+    nets = {
+        n: pyiqa.create_metric(
+            METRICS.get(n).pyiqa_id, device="cpu", **dict(METRICS.get(n).options)
+        )
+        for n in names
+    }
+    out = {n: [] for n in names}
+    t0 = time.perf_counter()
+    for sr_path, hr_path in pairs:
+        sr = torch.from_numpy(np.array(Image.open(sr_path).convert("RGB"))).permute(2, 0, 1)
+        hr = torch.from_numpy(np.array(Image.open(hr_path).convert("RGB"))).permute(2, 0, 1)
+        sr, hr = sr[None].float() / 255.0, hr[None].float() / 255.0
+        for n, net in nets.items():
+            out[n].append(float(net(sr, hr)))
+    return time.perf_counter() - t0, out
+
+
+def harness_stage(pairs, names):
+    suite = MetricSuite(names)
+    out = {n: [] for n in names}
+
+    def keep(item, score):
+        for n in names:
+            out[n].append(score.values[n])
+
+    items = [Item(sr.stem, sr, hr) for sr, hr in pairs]
+    t0 = time.perf_counter()
+    score_items(suite, items, keep)
+    return time.perf_counter() - t0, out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sr", type=Path, default=SHARED / "osediff")
+    ap.add_argument("--hr", type=Path, default=SHARED / "HR")
+    ap.add_argument("--limit", type=int, default=0, help="use the first N pairs only")
+    ap.add_argument("--json", type=Path, help="also write the results here")
+    args = ap.parse_args()
+    pairs = match_by_stem(list_images(args.sr), list_images(args.hr), args.sr, args.hr)
+    if args.limit:
+        pairs = pairs[: args.limit]
+    names = ["psnr", "ssim"]
+    # warm-up: first calls allocate and load libraries; neither side is charged for it
+    reference_loop(pairs[:2], names)
+    harness_stage(pairs[:2], names)
+    t_ref, ref = reference_loop(pairs, names)
+    t_har, har = harness_stage(pairs, names)
+    diffs = {n: max(abs(a - b) for a, b in zip(ref[n], har[n])) for n in names}
+    result = {
+        "pairs": len(pairs),
+        "torch_threads": torch.get_num_threads(),
+        "reference_s": t_ref,
+        "harness_s": t_har,
+        "speedup": t_ref / t_har,
+        "max_abs_diff": diffs,
+        "means": {n: float(np.mean(har[n])) for n in names},
+    }
+    print(f"pairs: {len(pairs)}  torch threads: {torch.get_num_threads()}")
+    print(f"reference loop (pyiqa per image): {t_ref:8.2f} s  {t_ref / len(pairs):.3f} s/pair")
+    print(f"harness metric stage:             {t_har:8.2f} s  {t_har / len(pairs):.3f} s/pair")
+    print(f"speedup: {t_ref / t_har:.2f}x")
+    for n in names:
+        print(f"max |difference| {n}: {diffs[n]:.3g}   mean {result['means'][n]:.6f}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+import json
+
+from harness.reports import render
+
+from harness.store import Row, RunStore, summarise
+
+SPECS = [
+    {"name": "psnr", "lower_better": False, "decimals": 2, "reference": "FR"},
+    {"name": "lpips", "lower_better": True, "decimals": 4, "reference": "FR"},
+]
+
+
+def _row(method, image, psnr, lpips, why=None):
+    missing = {"lpips": why} if lpips is None else {}
+    return Row(method, "ds", image, "k", {"psnr": psnr, "lpips": lpips}, missing)
+
+
+def test_torn_journal_line_is_ignored_and_isolated(tmp_path):
+    store = RunStore(tmp_path)
+    store.append([_row("m", "a", 1.0, 0.1)])
+    with open(store.journal, "a") as f:
+        f.write('{"method": "m", "dataset": "ds", "ima')  # killed mid-write
+    assert list(store.read_journal()) == [("m", "ds", "a")]
+    store.append([_row("m", "b", 2.0, 0.2)])
+    assert sorted(k[2] for k in store.read_journal()) == ["a", "b"]
+
+
+def test_partial_metric_gives_no_mean_but_a_reason():
+    rows = [_row("m", "a", 20.0, 0.3), _row("m", "b", 22.0, None, "lpips failed: boom")]
+    [res] = summarise(rows, [("m", "ds", 2)], SPECS, {"ds": ["psnr", "lpips"]})
+    assert res["metrics"]["psnr"]["mean"] == 21.0 and res["metrics"]["psnr"]["missing"] == 0
+    lp = res["metrics"]["lpips"]
+    assert lp["mean"] is None and lp["n"] == 1 and lp["missing"] == 1
+    assert lp["reason"] == "1 of 2 images missing: lpips failed: boom"
+
+
+def test_fr_metric_on_dataset_without_hr_is_marked_not_applicable():
+    rows = [Row("m", "ds", "a", "k", {}, {})]
+    [res] = summarise(rows, [("m", "ds", 1)], SPECS, {"ds": []})
+    assert res["metrics"]["psnr"]["mean"] is None
+    assert "needs HR" in res["metrics"]["psnr"]["reason"]
+
+
+def test_report_arrows_bold_best_and_footnotes():
+    rows = [
+        _row("a", "x", 20.0, 0.30),
+        _row("b", "x", 25.0, 0.20),
+        _row("c", "x", 22.0, None, "no weights"),
+    ]
+    summary = {
+        "metrics": SPECS,
+        "results": summarise(rows, [(m, "ds", 1) for m in "abc"], SPECS, {"ds": ["psnr", "lpips"]}),
+    }
+    text = render(json.loads(json.dumps(summary)))
+    assert "| Method | PSNR ↑ | LPIPS ↓ |" in text
+    assert "| b | **25.00** | **0.2000** |" in text
+    assert "| a | 20.00 | 0.3000 |" in text
+    assert "| c | 22.00 | n/a[1] |" in text
+    assert "[1] c on ds, lpips: 1 of 1 images missing: no weights" in text
