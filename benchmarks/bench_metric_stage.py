@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pyiqa
 import torch
-from harness.datasets.base import match_by_stem
 from PIL import Image
 
+from harness.datasets.base import match_by_stem
 from harness.evaluate import Item, score_items
 from harness.imageio import list_images
 from harness.metrics import METRICS, MetricSuite

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from harness.datasets.base import ImageDataset, Sample, lr_folder, paired_folder
-
 from harness.errors import HarnessError
 from harness.registry import Registry
 

@@ -29,9 +29,10 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from harness.datasets import kernels as K
 from PIL import Image
 from scipy import ndimage
+
+from harness.datasets import kernels as K
 
 RESIZE_MODES = ("area", "bilinear", "bicubic")
 

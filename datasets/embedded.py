@@ -13,9 +13,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+
 from harness.datasets.base import ImageDataset, paired_folder
 from harness.datasets.degradation import degrade_uint8
-
 from harness.imageio import write_png, write_text
 
 VERSION = 1

@@ -179,6 +179,7 @@ def run(cfg: DictConfig) -> Path:
     # Validate everything before any work: names, folders, files, weights' presence.
     datasets = [build_dataset(plain["dataset"][d], cache_dir) for d in cfg.datasets]
     methods: list[SRMethod] = [METHODS.get(m)(plain["method"][m]) for m in cfg.methods]
+    digests = {m.card.name: m.weights_digest() for m in methods}  # fails fast on missing weights
     suite = MetricSuite(list(cfg.metrics), device)
     for name, why in suite.unavailable.items():
         log(f"metric {name} is missing from this run: {why}")
@@ -221,7 +222,7 @@ def run(cfg: DictConfig) -> Path:
                 "method": m.card.name,
                 "adapter_version": m.version,
                 "config": m.cfg,
-                "weights": m.weights_digest(),
+                "weights": digests[m.card.name],
                 "signature": m.output_signature(device, dtype),
                 "seed": seed,
                 "dataset": ds.manifest_hash(),

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from harness.methods.adcsr import AdcSR
 from harness.methods.base import DTYPES, MethodCard, SRMethod, WeightFile
 from harness.methods.classical import Bicubic, Lanczos
-
 from harness.registry import Registry
 
 METHODS: Registry[type[SRMethod]] = Registry("method")
 
-for _cls in (Bicubic, Lanczos):
+for _cls in (Bicubic, Lanczos, AdcSR):
     METHODS.register(_cls.card.name)(_cls)
 
 __all__ = ["DTYPES", "METHODS", "MethodCard", "SRMethod", "WeightFile"]

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from harness.methods.base import MethodCard, SRMethod
 from PIL import Image
 
 from harness.imageio import from_tensor
+from harness.methods.base import MethodCard, SRMethod
 
 
 class _PillowResize(SRMethod):

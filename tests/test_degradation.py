@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+
 from harness.datasets import degradation as D
 from harness.datasets import kernels as K
 

@@ -3,9 +3,9 @@
 import hashlib
 
 import numpy as np
+
 from harness.datasets import build_dataset
 from harness.datasets import embedded as E
-
 from harness.imageio import read_rgb
 
 # sha256 (first 16 hex) of the raw uint8 pixels of (HR, LR). A change here changes every

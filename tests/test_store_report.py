@@ -1,7 +1,6 @@
 import json
 
 from harness.reports import render
-
 from harness.store import Row, RunStore, summarise
 
 SPECS = [
