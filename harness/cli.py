@@ -72,6 +72,23 @@ def build_parser() -> argparse.ArgumentParser:
     _common(ev)
     ev.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides")
 
+    pr = sub.add_parser(
+        "profile",
+        help="parameters, MACs, latency and memory of methods",
+        epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pr.add_argument("--methods", help="comma-separated method names")
+    pr.add_argument("--lr-size", type=int, help="square LR input side (default 128)")
+    pr.add_argument("--runs", type=int, help="timed runs after warm-up (default 10)")
+    pr.add_argument("--warmup", type=int, help="untimed warm-up runs (default 3)")
+    pr.add_argument("--random-init", action="store_true", help="architecture only, no weights")
+    pr.add_argument("--reference", help="method the ratios are computed against")
+    pr.add_argument("--out", help="output directory")
+    pr.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where models run")
+    pr.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="model precision")
+    pr.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides")
+
     ls = sub.add_parser("list", help="list registered methods, datasets or metrics")
     ls.add_argument("what", choices=["methods", "datasets", "metrics"])
     return parser
@@ -99,11 +116,14 @@ def _overrides(args: argparse.Namespace, paths: Sequence[str]) -> list[str]:
 
 def _print_report(out_dir) -> None:
     from harness.imageio import write_text
-    from harness.reports import render
+    from harness.reports import render, render_efficiency
     from harness.store import RunStore
 
     store = RunStore(out_dir)
     text = render(store.read_summary())
+    efficiency = store.read_efficiency()
+    if efficiency:
+        text += "\n" + render_efficiency(efficiency)
     write_text(store.path / "report.md", text)
     print(text)
     print(f"results: {store.path}")
@@ -124,6 +144,34 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     cfg = compose_eval(_overrides(args, ["sr", "hr", "lr", "name", "out"]))
     _print_report(evaluate(cfg))
+
+
+def cmd_profile(args: argparse.Namespace) -> None:
+    from harness.config import compose_run, quote
+    from harness.imageio import write_text
+    from harness.reports import render_efficiency
+    from harness.runner import profile
+    from harness.store import RunStore
+
+    ov = _list_override("methods", args.methods) + ["datasets=[embedded]"]
+    for flag, key in (("lr_size", "lr_size"), ("runs", "runs"), ("warmup", "warmup")):
+        if getattr(args, flag) is not None:
+            ov.append(f"profile.{key}={getattr(args, flag)}")
+    if args.random_init:
+        ov.append("profile.random_init=true")
+    if args.reference:
+        ov.append(f"profile.reference={quote(args.reference)}")
+    if args.out:
+        ov.append(f"out={quote(args.out)}")
+    ov += [f"{k}={getattr(args, k)}" for k in ("device", "dtype") if getattr(args, k)]
+    for o in args.overrides:
+        if "=" not in o:
+            raise HarnessError(f"argument '{o}': overrides look like key=value")
+    store = RunStore(profile(compose_run(ov + list(args.overrides))))
+    text = render_efficiency(store.read_efficiency())
+    write_text(store.path / "report.md", text)
+    print(text)
+    print(f"results: {store.path}")
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -156,7 +204,8 @@ def cmd_list(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        {"run": cmd_run, "eval": cmd_eval, "list": cmd_list}[args.command](args)
+        commands = {"run": cmd_run, "eval": cmd_eval, "profile": cmd_profile, "list": cmd_list}
+        commands[args.command](args)
     except HarnessError as e:
         print(f"harness: error: {e}", file=sys.stderr)
         return 2

@@ -3,7 +3,8 @@
 Config groups: ``method/<name>.yaml``, ``dataset/<name>.yaml``, ``suite/<name>.yaml`` (metric
 lists). ``compose_run`` places one entry per selected method at ``method.<name>`` and per dataset
 at ``dataset.<name>``. Shorthands: ``method.KEY=V`` sets KEY for every selected method and
-``dataset.KEY=V`` for every dataset; ``method.NAME.KEY=V`` targets one.
+``dataset.KEY=V`` for every dataset -- each that has KEY in its config; ``method.NAME.KEY=V``
+targets one.
 """
 
 from __future__ import annotations
@@ -76,16 +77,22 @@ def compose_run(overrides: list[str]) -> DictConfig:
     _check_names("dataset", datasets)
     groups = [f"+method@method.{m}={m}" for m in methods]
     groups += [f"+dataset@dataset.{d}={d}" for d in datasets]
+    selected = _compose("run", plain + groups) if shorthand else None
     expanded: list[str] = []
     for o in shorthand:
         key, _, value = o.partition("=")
         kind, _, rest = key.partition(".")
-        selected = methods if kind == "method" else datasets
+        names = methods if kind == "method" else datasets
         first = rest.split(".", 1)[0]
-        if first in selected:
+        if first in names:
             expanded.append(o)
-        else:
-            expanded += [f"{kind}.{n}.{rest}={value}" for n in selected]
+            continue
+        # `method.KEY=V` applies to the selected methods whose config has KEY
+        targets = [n for n in names if OmegaConf.select(selected[kind][n], rest) is not None
+                   or rest in selected[kind][n]]  # fmt: skip
+        if not targets:
+            raise HarnessError(f"override {o}: no selected {kind} has the key '{rest}'")
+        expanded += [f"{kind}.{n}.{rest}={value}" for n in targets]
     cfg = _compose("run", plain + groups + expanded)
     OmegaConf.resolve(cfg)
     return cfg

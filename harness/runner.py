@@ -24,7 +24,7 @@ from harness.envinfo import environment, package_versions, resolve_device
 from harness.errors import HarnessError
 from harness.evaluate import Item, score_items
 from harness.hashing import sha256_file, sha256_json
-from harness.imageio import from_tensor, list_images, read_rgb, to_tensor, write_png
+from harness.imageio import from_tensor, list_images, read_rgb, to_tensor, write_png, write_text
 from harness.methods import DTYPES, METHODS, SRMethod
 from harness.metrics import MetricSuite, Score
 from harness.progress import log, progress_bar
@@ -243,6 +243,8 @@ def run(cfg: DictConfig) -> Path:
             groups.append(Group(m.card.name, ds.name, items, cache.key, metrics))
 
     rows = _score_groups(store, suite, groups, force)
+    if cfg.profile.enabled:
+        _profile(store, methods, cfg, device, dtype)
     _finish(
         store,
         suite,
@@ -253,6 +255,58 @@ def run(cfg: DictConfig) -> Path:
     )
     manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     store.write_manifest(manifest)
+    return out
+
+
+def _profile(
+    store: RunStore,
+    methods: Sequence[SRMethod],
+    cfg: DictConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> None:
+    from harness.profiler import add_ratios, environment, profile_method
+
+    p = cfg.profile
+    rows = []
+    for m in methods:
+        log(
+            f"profiling {m.card.name}: LR {p.lr_size}x{p.lr_size}, {p.warmup} warm-up + "
+            f"{p.runs} timed runs, {'random' if p.random_init else 'loaded'} weights"
+        )
+        rows.append(
+            profile_method(
+                m,
+                int(p.lr_size),
+                device,
+                dtype,
+                runs=int(p.runs),
+                warmup=int(p.warmup),
+                random_init=bool(p.random_init),
+            )
+        )
+    add_ratios(rows, p.reference)
+    store.write_efficiency(rows, environment(device, dtype))
+
+
+def profile(cfg: DictConfig) -> Path:
+    """``harness profile``: efficiency of the selected methods alone (no datasets, no metrics)."""
+    plain: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    device, dtype = resolve_device(str(cfg.device)), resolve_dtype(str(cfg.dtype))
+    what = {k: plain[k] for k in ("methods", "method", "profile", "device", "dtype")}
+    chash = sha256_json(what)
+    out = Path(str(cfg.out)) if cfg.out else Path("runs") / f"profile-{chash[:12]}"
+    methods: list[SRMethod] = [METHODS.get(m)(plain["method"][m]) for m in cfg.methods]
+    if cfg.profile.reference and cfg.profile.reference not in cfg.methods:
+        raise HarnessError(f"--reference: '{cfg.profile.reference}' is not among --methods")
+    for m in methods:
+        m.check_input_size(int(cfg.profile.lr_size), int(cfg.profile.lr_size))
+        if not cfg.profile.random_init:
+            m.weights_digest()  # fails fast, naming a missing weights file
+    store = RunStore(out)
+    store.path.mkdir(parents=True, exist_ok=True)
+    write_text(store.path / "profile_config.yaml", OmegaConf.to_yaml(OmegaConf.create(what)))
+    _profile(store, methods, cfg, device, dtype)
     return out
 
 

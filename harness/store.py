@@ -32,6 +32,15 @@ from harness.errors import HarnessError
 from harness.imageio import write_text
 
 SUMMARY_SCHEMA = "harness.summary/1"
+EFFICIENCY_SCHEMA = "harness.efficiency/1"
+EFFICIENCY_COLUMNS = (
+    "method", "steps", "lr_size", "sr_size", "weights", "params", "params_components",
+    "macs_fvcore", "macs_attention", "macs_fvcore_plus_attention", "macs_flopcounter",
+    "macs_ptflops", "ptflops_backend", "latency_median_s", "latency_p10_s", "latency_p90_s",
+    "latency_iqr_s", "latency_runs", "warmup_runs", "timer", "wall_minus_event_s",
+    "peak_memory_bytes", "baseline_memory_bytes", "memory_kind", "reference",
+    "latency_median_s_ratio", "macs_fvcore_ratio", "params_ratio", "notes",
+)  # fmt: skip
 MANIFEST_SCHEMA = "harness.manifest/1"
 
 Key = tuple[str, str, str]  # (method, dataset, image)
@@ -122,6 +131,26 @@ class RunStore:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
+
+    def write_efficiency(self, rows: Sequence[dict[str, Any]], env: dict[str, Any]) -> None:
+        """``efficiency.csv`` (flat, one row per method) and ``efficiency.json`` (everything)."""
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(EFFICIENCY_COLUMNS)
+        for r in rows:
+            cells = []
+            for col in EFFICIENCY_COLUMNS:
+                v = r.get(col)
+                if col == "params_components":
+                    v = ";".join(f"{k}={n}" for k, n in (v or {}).items())
+                cells.append(_fmt(v) if isinstance(v, float) else ("" if v is None else v))
+            w.writerow(cells)
+        data = {"schema": EFFICIENCY_SCHEMA, "environment": env, "rows": list(rows)}
+        write_text(self.path / "efficiency.json", json.dumps(data, indent=2, default=str) + "\n")
+        write_text(self.path / "efficiency.csv", buf.getvalue())
+
+    def read_efficiency(self) -> dict[str, Any] | None:
+        return self._read_json_or_none("efficiency.json")
 
     def read_summary(self) -> dict[str, Any]:
         data = self._read_json_or_none("summary.json")

@@ -91,9 +91,29 @@ class SRMethod(ABC):
         """The architecture with random weights (for params, MACs, latency); None if no network."""
         return None
 
-    def load(self, device: torch.device, dtype: torch.dtype) -> None:
-        """Build the model and load its weights onto ``device`` in ``dtype``."""
+    def load(self, device: torch.device, dtype: torch.dtype, random_init: bool = False) -> None:
+        """Build the model and load its weights onto ``device`` in ``dtype``.
+
+        ``random_init`` builds the architecture with random weights and loads nothing: enough
+        for parameters, MACs and latency (``harness profile --random-init``).
+        """
         self.device, self.dtype = device, dtype
+
+    def network_inputs(self, lr: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The arguments ``build_model()``'s forward receives for the LR batch ``lr`` in [0, 1]
+        (after the adapter's own pre-processing), for MAC counting."""
+        return (lr,)
+
+    def components(self, model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+        """Named parts reported separately by the profiler (default: the model's children)."""
+        return dict(model.named_children())
+
+    def check_input_size(self, height: int, width: int) -> None:
+        """Raise ``HarnessError`` for an LR size this method cannot take."""
+        if height < 1 or width < 1:
+            from harness.errors import HarnessError
+
+            raise HarnessError(f"{self.card.name}: LR size {width}x{height} is not positive")
 
     def weights_digest(self) -> str:
         """A digest of the weights in use (part of the SR cache key); '' for no weights."""

@@ -1,5 +1,5 @@
 """Reports: read a run directory's files, never the runner's objects."""
 
-from harness.reports.markdown import render
+from harness.reports.markdown import render, render_efficiency
 
-__all__ = ["render"]
+__all__ = ["render", "render_efficiency"]

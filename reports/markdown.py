@@ -61,3 +61,49 @@ def render(summary: dict[str, Any]) -> str:
     if notes:
         text += "\n" + "\n".join(f"[{i}] {note}" for i, note in enumerate(notes, 1)) + "\n"
     return text
+
+
+def _g(v: float | None) -> str:
+    return "n/a" if v is None else f"{v / 1e9:.1f}"
+
+
+def render_efficiency(eff: dict[str, Any]) -> str:
+    """The efficiency table: one row per method, ratios against the reference method."""
+    rows = eff["rows"]
+    env = eff["environment"]
+    ref = rows[0].get("reference") if rows else None
+    dev = env["device"]
+    lines = [
+        f"### Efficiency ({dev.get('name', dev['type'])}, {env['dtype']}, "
+        f"LR {rows[0]['lr_size']}x{rows[0]['lr_size']})"
+        if rows
+        else "### Efficiency",
+        "",
+        f"| Method | Steps | Params (M) | MACs fvcore (G) | MACs +attention (G) | "
+        f"Latency median (s) [p10-p90] | Peak memory (MB) | Latency vs {ref} |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        ratio = r.get("latency_median_s_ratio")
+        mem = f"{r['peak_memory_bytes'] / 2**20:.0f} ({r['memory_kind']})"
+        lines.append(
+            f"| {r['method']} | {r['steps'] or '-'} | {r['params'] / 1e6:.2f} | "
+            f"{_g(r['macs_fvcore'])} | {_g(r['macs_fvcore_plus_attention'])} | "
+            f"{r['latency_median_s']:.4f} [{r['latency_p10_s']:.4f}-{r['latency_p90_s']:.4f}] | "
+            f"{mem} | {'n/a' if ratio is None else f'{ratio:.2f}x'} |"
+        )
+    notes = [
+        "MACs: one multiply-add = 1. fvcore (the papers' convention) skips attention; "
+        "'+attention' adds the Q.K^T and A.V matmuls of every attention call."
+    ]
+    for r in rows:
+        if r.get("macs_fvcore") and r.get("macs_ptflops") is not None:
+            d = (r["macs_ptflops"] - r["macs_fvcore"]) / r["macs_fvcore"] * 100
+            notes.append(
+                f"{r['method']}: ptflops ({r['ptflops_backend']} backend) "
+                f"{_g(r['macs_ptflops'])} G ({d:+.2f}% vs fvcore); torch FlopCounter "
+                f"(math attention) {_g(r['macs_flopcounter'])} G."
+            )
+        if r.get("notes"):
+            notes.append(f"{r['method']}: {r['notes']}.")
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"

@@ -298,8 +298,9 @@ def test_harness_checkpoint_runs_through_harness_run(cache_dir, tmp_path, cli):
     sd = AdcSRNet(AdcSRConfig.tiny()).state_dict()
     save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "tiny.safetensors"))
     out = tmp_path / "run"
-    rc = cli("run", "--methods", "adcsr", "--out", out, "method.arch=tiny",
-             f"method.weights={tmp_path / 'tiny.safetensors'}")  # fmt: skip
+    weights = f"method.weights={tmp_path / 'tiny.safetensors'}"
+    rc = cli("run", "--methods", "adcsr", "--out", out, "method.arch=tiny", weights,
+             "profile.runs=1", "profile.warmup=0")  # fmt: skip
     assert rc == 0
     rows = (out / "per_image.csv").read_text().strip().splitlines()
     assert len(rows) == 7 and rows[1].startswith("adcsr,embedded,")

@@ -121,29 +121,39 @@ class AdcSR(SRMethod):
             pass  # read-only folder: convert again next time
         return sd
 
-    def load(self, device: torch.device, dtype: torch.dtype) -> None:
-        super().load(device, dtype)
+    def load(self, device: torch.device, dtype: torch.dtype, random_init: bool = False) -> None:
+        super().load(device, dtype, random_init)
         net = self.build_model()
-        try:
-            net.load_state_dict(self._state_dict(), strict=True)
-        except RuntimeError as e:
-            first = str(e).strip().splitlines()
-            raise HarnessError(
-                f"adcsr: weights do not fit the '{self.cfg.get('arch', 'paper')}' "
-                f"architecture ({first[0] if first else e})"
-            ) from None
+        if not random_init:
+            try:
+                net.load_state_dict(self._state_dict(), strict=True)
+            except RuntimeError as e:
+                first = str(e).strip().splitlines()
+                arch = self.cfg.get("arch", "paper")
+                raise HarnessError(
+                    f"adcsr: weights do not fit the '{arch}' architecture "
+                    f"({first[0] if first else e})"
+                ) from None
         self.net = net.to(device=device, dtype=dtype).eval()
 
     # -- inference -----------------------------------------------------------------------------
-    def upscale(self, lr: torch.Tensor) -> torch.Tensor:
+    def network_inputs(self, lr: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """LR in [-1, 1], padded to a multiple of 16 as :meth:`upscale` does."""
         x = lr.to(self.device, self.dtype) * 2 - 1
         h, w = x.shape[-2:]
         ph, pw = (-h) % MULTIPLE, (-w) % MULTIPLE
         mode = "reflect" if ph < h and pw < w else "replicate"
-        xp = F.pad(x, (0, pw, 0, ph), mode=mode) if ph or pw else x
+        return (F.pad(x, (0, pw, 0, ph), mode=mode) if ph or pw else x,)
+
+    def components(self, model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+        return {"unet": model.unet, "decoder_mid": model.mid, "decoder_tail": model.decoder}
+
+    def upscale(self, lr: torch.Tensor) -> torch.Tensor:
+        (xp,) = self.network_inputs(lr)
+        h, w = lr.shape[-2:]
         y = self.net(xp)[..., : h * self.scale, : w * self.scale].float()
         if self.cfg.get("color_match", True):
-            y = color_match(y, x.float())
+            y = color_match(y, xp[..., :h, :w].float())
         out = (y / 2 + 0.5).clamp(0, 1)
         if str(self.cfg.get("quantize", "truncate")) == "truncate":
             out = torch.floor(out * 255) / 255

@@ -1,0 +1,128 @@
+"""The efficiency profiler: parameters, MACs, latency and memory of methods, comparably.
+
+``profile_method`` measures one method at one LR size; ``add_ratios`` expresses every row
+relative to a reference method measured in the same process. The result rows are the columns
+of ``efficiency.csv`` (documented in ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import torch
+
+from harness.envinfo import device_info
+from harness.methods import SRMethod
+from harness.profiler.count import (
+    component_params,
+    count_params,
+    flopcounter_macs,
+    fvcore_macs,
+    ptflops_macs,
+)
+from harness.profiler.timing import measure
+
+COUNTERS = ("fvcore", "flopcounter", "ptflops")
+PTFLOPS_BACKEND = "pytorch"
+
+
+def environment(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    """Settings that change timings: device, versions, precision flags, attention backends."""
+    env: dict[str, Any] = {
+        "device": device_info(device),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "dtype": str(dtype).removeprefix("torch."),
+        "threads": torch.get_num_threads(),
+        "tf32_matmul": torch.backends.cuda.matmul.allow_tf32,
+        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+    }
+    if device.type == "cuda":
+        env["attention_backends"] = {
+            "flash": torch.backends.cuda.flash_sdp_enabled(),
+            "mem_efficient": torch.backends.cuda.mem_efficient_sdp_enabled(),
+            "cudnn": torch.backends.cuda.cudnn_sdp_enabled(),
+            "math": torch.backends.cuda.math_sdp_enabled(),
+        }
+    else:
+        env["attention_backends"] = {"cpu": "torch CPU SDPA (flash kernel where it applies)"}
+    return env
+
+
+def profile_method(
+    method: SRMethod,
+    lr_size: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    runs: int = 10,
+    warmup: int = 3,
+    random_init: bool = False,
+    counters: tuple[str, ...] = COUNTERS,
+) -> dict[str, Any]:
+    """One efficiency row. MAC columns are None (with ``notes``) when there is no network."""
+    method.check_input_size(lr_size, lr_size)
+    method.load(device, dtype, random_init=random_init)
+    lr = torch.rand(1, 3, lr_size, lr_size, generator=torch.Generator().manual_seed(0))
+    lr = lr.to(device)
+    row: dict[str, Any] = {
+        "method": method.card.name, "steps": method.card.steps, "lr_size": lr_size,
+        "sr_size": lr_size * method.scale, "weights": "random" if random_init else "loaded",
+        "params": 0, "params_components": {}, "macs_fvcore": None, "macs_attention": None,
+        "macs_fvcore_plus_attention": None, "macs_flopcounter": None, "macs_ptflops": None,
+        "ptflops_backend": PTFLOPS_BACKEND, "notes": "",
+    }  # fmt: skip
+    model = getattr(method, "net", None)
+    if isinstance(model, torch.nn.Module):
+        row["params"] = count_params(model)
+        row["params_components"] = component_params(method.components(model))
+        inputs = method.network_inputs(lr)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if "fvcore" in counters:
+                total, attention = fvcore_macs(model, inputs)
+                row |= {"macs_fvcore": total, "macs_attention": attention,
+                        "macs_fvcore_plus_attention": total + attention}  # fmt: skip
+            if "flopcounter" in counters:
+                row["macs_flopcounter"] = flopcounter_macs(model, inputs)
+            if "ptflops" in counters:
+                row["macs_ptflops"] = ptflops_macs(model, inputs, PTFLOPS_BACKEND)
+    else:
+        row["notes"] = "no neural network: MACs not applicable"
+
+    def call() -> None:
+        with torch.inference_mode():
+            method.upscale(lr)
+
+    t = measure(call, device, runs=runs, warmup=warmup)
+    row |= {
+        "latency_median_s": t.median, "latency_p10_s": t.quantile(0.1),
+        "latency_p90_s": t.quantile(0.9), "latency_iqr_s": t.iqr, "latency_runs": len(t.runs),
+        "warmup_runs": t.warmup, "timer": t.timer, "wall_minus_event_s": t.wall_minus_event_s,
+        "peak_memory_bytes": t.peak_memory_bytes, "baseline_memory_bytes":
+        t.baseline_memory_bytes, "memory_kind": t.memory_kind, "latency_runs_s": t.runs,
+    }  # fmt: skip
+    return row
+
+
+def add_ratios(rows: list[dict[str, Any]], reference: str | None) -> str | None:
+    """Add ``*_ratio`` columns relative to ``reference`` (default: the first row's method)."""
+    if not rows:
+        return None
+    ref_name = reference or rows[0]["method"]
+    ref = next((r for r in rows if r["method"] == ref_name), None)
+    if ref is None:
+        from harness.errors import HarnessError
+
+        raise HarnessError(f"profile.reference: '{ref_name}' is not among the profiled methods")
+    for r in rows:
+        r["reference"] = ref_name
+        for key in ("latency_median_s", "macs_fvcore", "params"):
+            a, b = r.get(key), ref.get(key)
+            r[f"{key}_ratio"] = (a / b) if a is not None and b else None
+    return ref_name
+
+
+__all__ = ["COUNTERS", "add_ratios", "environment", "profile_method"]
