@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="model precision")
     pr.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides")
 
+    from harness.weights.cli import add_parser as add_weights_parser
+
+    add_weights_parser(sub)
+
     ls = sub.add_parser("list", help="list registered methods, datasets or metrics")
     ls.add_argument("what", choices=["methods", "datasets", "metrics"])
     return parser
@@ -202,8 +206,15 @@ def cmd_list(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from harness.weights import configure_environment
+
+    configure_environment()  # before pyiqa/timm are imported: they read these at import time
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "weights":
+            from harness.weights.cli import run as weights
+
+            return weights(args)
         commands = {"run": cmd_run, "eval": cmd_eval, "profile": cmd_profile, "list": cmd_list}
         commands[args.command](args)
     except HarnessError as e:

@@ -53,9 +53,27 @@ def score_items(
     items: Sequence[Item],
     on_scored: Callable[[Item, Score], None],
     label: str = "metrics",
+    batch_size: int = 1,
 ) -> None:
-    """Score ``items`` one by one, calling ``on_scored`` after each (e.g. to journal it)."""
+    """Score ``items``, ``batch_size`` same-sized images at a time, calling ``on_scored`` for
+    each image (e.g. to journal it). Each image is decoded once, one batch ahead of scoring."""
+    batch: list[tuple[Item, torch.Tensor, torch.Tensor | None]] = []
+
+    def flush(advance) -> None:
+        if not batch:
+            return
+        sr = torch.cat([b[1] for b in batch])
+        hr = torch.cat([b[2] for b in batch]) if batch[0][2] is not None else None
+        for (item, _, _), score in zip(batch, suite.score(sr, hr)):
+            on_scored(item, score)
+            advance()
+        batch.clear()
+
     with progress_bar(label, total=len(items)) as advance:
         for item, sr, hr in _prefetched(items):
-            on_scored(item, suite.score(sr, hr)[0])
-            advance()
+            if batch and (batch[0][1].shape != sr.shape or (batch[0][2] is None) != (hr is None)):
+                flush(advance)
+            batch.append((item, sr, hr))
+            if len(batch) >= max(1, batch_size):
+                flush(advance)
+        flush(advance)

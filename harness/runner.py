@@ -43,6 +43,8 @@ class Group:
     items: list[Item]
     sr_key: str
     metrics: list[str]  # the metrics that apply (FR ones only with HR)
+    sr_dir: Path | None = None  # folders for set-level metrics (FID)
+    hr_dir: Path | None = None
 
 
 def config_hash(cfg: dict[str, Any]) -> str:
@@ -114,15 +116,19 @@ def _upscale(method, ds, cache, group, lr: torch.Tensor, seed: int) -> None:
 # ----------------------------------------------------------------------------- metric stage
 
 
-def _score_groups(store: RunStore, suite: MetricSuite, groups: Sequence[Group], force: bool):
+def _score_groups(
+    store: RunStore, suite: MetricSuite, groups: Sequence[Group], force: bool, batch_size: int
+) -> tuple[list[Row], dict[tuple[str, str], Score]]:
     if force:
         store.reset_journal()
     done = store.read_journal()
+    per_image = set(suite.image_names)
     for g in groups:
         todo = []
+        wanted = set(g.metrics) & per_image
         for it in g.items:
             row = done.get((g.method, g.dataset, it.image))
-            if row is None or row.sr_key != g.sr_key or not set(g.metrics) <= set(row.values):
+            if row is None or row.sr_key != g.sr_key or not wanted <= set(row.values):
                 todo.append(it)
         if len(todo) < len(g.items):
             log(
@@ -135,8 +141,31 @@ def _score_groups(store: RunStore, suite: MetricSuite, groups: Sequence[Group], 
             store.append([row])
             done[row.key] = row
 
-        score_items(suite, todo, journal, label=f"metrics {g.method} on {g.dataset}")
-    return [done[(g.method, g.dataset, it.image)] for g in groups for it in g.items]
+        score_items(suite, todo, journal, f"metrics {g.method} on {g.dataset}", batch_size)
+    rows = [done[(g.method, g.dataset, it.image)] for g in groups for it in g.items]
+    return rows, _score_sets(store, suite, groups, force)
+
+
+def _score_sets(store: RunStore, suite: MetricSuite, groups: Sequence[Group], force: bool):
+    """Set-level metrics (FID) per group, cached in ``set_scores.json`` by SR key."""
+    wanted = [s.name for s in suite.specs if s.per == "set"]
+    saved = {} if force else store.read_set_scores()
+    out: dict[tuple[str, str], Score] = {}
+    for g in groups:
+        names = [n for n in wanted if n in g.metrics]
+        if not names:
+            continue
+        key = f"{g.method}|{g.dataset}|{g.sr_key}"
+        if key in saved and set(names) <= set(saved[key]["values"]):
+            out[(g.method, g.dataset)] = Score(saved[key]["values"], saved[key]["missing"])
+            log(f"{g.method} on {g.dataset}: {', '.join(names)} reused from set_scores.json")
+            continue
+        log(f"{g.method} on {g.dataset}: computing {', '.join(names)} (SR folder vs HR folder)")
+        score = suite.score_sets(g.sr_dir, g.hr_dir)
+        out[(g.method, g.dataset)] = score
+        saved[key] = {"values": score.values, "missing": score.missing}
+        store.write_set_scores(saved)
+    return out
 
 
 def _finish(
@@ -144,10 +173,11 @@ def _finish(
     suite: MetricSuite,
     groups: Sequence[Group],
     rows: list[Row],
+    sets: dict[tuple[str, str], Score],
     config_hash_: str,
     extra: dict[str, Any],
 ) -> dict[str, Any]:
-    store.write_per_image(rows, suite.names)
+    store.write_per_image(rows, suite.image_names)
     specs = [s.to_dict() for s in suite.specs]
     applicable = {g.dataset: g.metrics for g in groups}
     summary = {
@@ -156,8 +186,13 @@ def _finish(
         "metrics": specs,
         "pyiqa_version": package_versions()["pyiqa"],
         "unavailable_metrics": suite.unavailable,
+        "metrics_autocast": suite.autocast,
         "results": summarise(
-            rows, [(g.method, g.dataset, len(g.items)) for g in groups], specs, applicable
+            rows,
+            [(g.method, g.dataset, len(g.items)) for g in groups],
+            specs,
+            applicable,
+            {k: (v.values, v.missing) for k, v in sets.items()},
         ),
     } | extra
     store.write_summary(summary)
@@ -180,7 +215,7 @@ def run(cfg: DictConfig) -> Path:
     datasets = [build_dataset(plain["dataset"][d], cache_dir) for d in cfg.datasets]
     methods: list[SRMethod] = [METHODS.get(m)(plain["method"][m]) for m in cfg.methods]
     digests = {m.card.name: m.weights_digest() for m in methods}  # fails fast on missing weights
-    suite = MetricSuite(list(cfg.metrics), device)
+    suite = MetricSuite(list(cfg.metrics), device, bool(cfg.metrics_autocast), bool(cfg.strict))
     for name, why in suite.unavailable.items():
         log(f"metric {name} is missing from this run: {why}")
 
@@ -240,9 +275,10 @@ def run(cfg: DictConfig) -> Path:
             entry["sr_cache"][ds.name] = str(cache.dir)
             sr_stage(m, ds, cache, device, dtype, seed, force, loaded)
             items = [Item(s.name, cache.path(s.name), s.hr) for s in ds]
-            groups.append(Group(m.card.name, ds.name, items, cache.key, metrics))
+            hr_dir = ds.samples[0].hr.parent if ds.has_hr else None
+            groups.append(Group(m.card.name, ds.name, items, cache.key, metrics, cache.dir, hr_dir))
 
-    rows = _score_groups(store, suite, groups, force)
+    rows, sets = _score_groups(store, suite, groups, force, int(cfg.metric_batch_size))
     if cfg.profile.enabled:
         _profile(store, methods, cfg, device, dtype)
     _finish(
@@ -250,6 +286,7 @@ def run(cfg: DictConfig) -> Path:
         suite,
         groups,
         rows,
+        sets,
         chash,
         {"command": "run", "methods": list(cfg.methods), "datasets": list(cfg.datasets)},
     )
@@ -329,7 +366,7 @@ def evaluate(cfg: DictConfig) -> Path:
     )
     chash = config_hash(plain)
     out = Path(str(cfg.out)) if cfg.out else Path("runs") / f"eval-{chash[:12]}"
-    suite = MetricSuite(list(cfg.metrics), device)
+    suite = MetricSuite(list(cfg.metrics), device, bool(cfg.metrics_autocast), bool(cfg.strict))
     for name, why in suite.unavailable.items():
         log(f"metric {name} is missing from this run: {why}")
 
@@ -346,13 +383,14 @@ def evaluate(cfg: DictConfig) -> Path:
     items = [Item(sr.stem, sr, hr) for sr, hr in pairs]
     # The SR files' content is the key: a changed output is scored again on resume.
     sr_key = sha256_json([[sr.name, sha256_file(sr)] for sr, _ in pairs])
-    groups = [Group(method, dataset, items, sr_key, suite.names)]
-    rows = _score_groups(store, suite, groups, bool(cfg.force))
+    groups = [Group(method, dataset, items, sr_key, suite.names, sr_dir, hr_dir)]
+    rows, sets = _score_groups(store, suite, groups, bool(cfg.force), int(cfg.metric_batch_size))
     _finish(
         store,
         suite,
         groups,
         rows,
+        sets,
         chash,
         {"command": "eval", "methods": [method], "datasets": [dataset]},
     )

@@ -149,6 +149,12 @@ class RunStore:
         write_text(self.path / "efficiency.json", json.dumps(data, indent=2, default=str) + "\n")
         write_text(self.path / "efficiency.csv", buf.getvalue())
 
+    def read_set_scores(self) -> dict[str, Any]:
+        return self._read_json_or_none("set_scores.json") or {}
+
+    def write_set_scores(self, data: dict[str, Any]) -> None:
+        write_text(self.path / "set_scores.json", json.dumps(data, indent=2) + "\n")
+
     def read_efficiency(self) -> dict[str, Any] | None:
         return self._read_json_or_none("efficiency.json")
 
@@ -177,6 +183,7 @@ def summarise(
     groups: Sequence[tuple[str, str, int]],
     metric_specs: Sequence[dict[str, Any]],
     applicable: dict[str, list[str]],
+    sets: dict[tuple[str, str], tuple[dict, dict]] | None = None,
 ) -> list[dict[str, Any]]:
     """Per (method, dataset) statistics.
 
@@ -197,6 +204,18 @@ def summarise(
                     "n": 0,
                     "missing": n_images,
                     "reason": "needs HR images; this dataset has none",
+                }
+                continue
+            if spec.get("per") == "set":
+                values, missing = (sets or {}).get((method, dataset), ({}, {}))
+                v = values.get(name)
+                stats[name] = {
+                    "mean": v,
+                    "std": None,
+                    "n": n_images if v is not None else 0,
+                    "missing": 0 if v is not None else n_images,
+                    "per": "set",
+                    "reason": None if v is not None else missing.get(name, "not computed"),
                 }
                 continue
             vals = [r.values.get(name) for r in mine]

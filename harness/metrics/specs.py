@@ -38,6 +38,8 @@ class MetricSpec:
     options: Mapping[str, Any] = field(default_factory=dict)
     impl: Literal["pyiqa", "harness"] = "pyiqa"
     decimals: int = 4  # digits the report prints (the papers' convention)
+    weights: tuple[str, ...] = ()  # ids in the weights manifest (harness/weights/manifest.py)
+    per: Literal["image", "set"] = "image"  # "set": one value per (method, dataset), e.g. FID
     doc: str = ""
 
     def __post_init__(self) -> None:
@@ -45,7 +47,7 @@ class MetricSpec:
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
-        return d | {"options": dict(self.options)}
+        return d | {"options": dict(self.options), "weights": list(self.weights)}
 
 
 METRICS: Registry[MetricSpec] = Registry("metric")
@@ -83,3 +85,29 @@ _add(
         doc="SSIM on the rounded 8-bit Y of YCbCr, 11x11 Gaussian (sigma 1.5), no downsampling",
     )
 )
+
+# Learned metrics: pyiqa's defaults are the papers' settings (OSEDiff and AdcSR evaluate with
+# pyiqa.create_metric(name) as is). Every file they load is listed in the weights manifest.
+for _spec in (
+    MetricSpec("lpips", "lpips", "FR", True, "0 to ~1", {"net": "alex", "version": "0.1"},
+               weights=("torchvision-alexnet", "pyiqa-lpips-alex"),
+               doc="LPIPS v0.1, AlexNet features"),
+    MetricSpec("dists", "dists", "FR", True, "0 to ~1", weights=("torchvision-vgg16", "pyiqa-dists"),
+               doc="DISTS, VGG16 features"),
+    MetricSpec("niqe", "niqe", "NR", True, "~0 to ~100", weights=("pyiqa-niqe",),
+               doc="NIQE (pyiqa default: Y of YIQ)"),
+    MetricSpec("musiq", "musiq", "NR", False, "~0 to ~100", weights=("pyiqa-musiq-koniq",),
+               decimals=2, doc="MUSIQ trained on KonIQ-10k"),
+    MetricSpec("maniqa-pipal", "maniqa-pipal", "NR", False, "~0 to ~1",
+               weights=("timm-vit-b8", "pyiqa-maniqa-pipal"),
+               doc="MANIQA trained on PIPAL (OSEDiff, AdcSR); 20 uniform 224 crops (pyiqa>=0.1.12)"),
+    MetricSpec("maniqa", "maniqa", "NR", False, "~0 to ~1",
+               weights=("timm-vit-b8", "pyiqa-maniqa-koniq"),
+               doc="MANIQA trained on KonIQ-10k (S3Diff); not comparable with maniqa-pipal"),
+    MetricSpec("clipiqa", "clipiqa", "NR", False, "0 to 1", weights=("clip-rn50",),
+               doc="CLIPIQA with OpenAI CLIP RN50, antonym prompt pairs"),
+    MetricSpec("fid", "fid", "FR", True, "0 to ~", {"mode": "clean"},
+               weights=("pyiqa-fid-inception",), per="set", decimals=2,
+               doc="FID, SR folder vs HR folder, clean-fid mode, once per method and dataset"),
+):  # fmt: skip
+    _add(_spec)

@@ -1,21 +1,28 @@
-"""Build each metric once and score image pairs with it.
+"""Build each metric once and score image pairs (and image sets) with it.
 
-A metric knows nothing about methods: it scores tensors. A metric that cannot be built (missing
-weights, missing package) or fails on an image is reported as *missing, with its reason* -- never
-as 0 and never dropped silently; the store and the report carry the reason through.
+A metric knows nothing about methods: it scores tensors, or two folders for set-level metrics
+(FID). A metric that cannot be built (a weight file missing or with a wrong hash, a missing
+package) or that fails on an image is reported as *missing, with its reason* -- never as 0 and
+never dropped silently; the store and the report carry the reason through. Missing weight files
+are detected before pyiqa is called, so there is no download attempt, no URLError and no retry
+loop; ``strict=True`` turns any missing metric into an error instead.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from harness.errors import HarnessError
 from harness.metrics.specs import METRICS, MetricSpec
 
-Scorer = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+Scorer = Callable[..., torch.Tensor]
 
 
 @dataclass
@@ -26,43 +33,98 @@ class Score:
     missing: dict[str, str]
 
 
+class _Unavailable(Exception):
+    pass
+
+
 def _build(spec: MetricSpec, device: torch.device) -> Scorer:
     if spec.impl == "harness" and spec.name == "ssim":
         from harness.metrics.ssim import ssim_y
 
         color_space = spec.options.get("color_space", "yiq")
         return lambda sr, hr: ssim_y(sr, hr, color_space)
+    options = dict(spec.options)
+    if spec.weights:
+        from harness.weights import load_manifest, location_dir, path_of, require
+
+        manifest = load_manifest()
+        entries = [manifest[w] for w in spec.weights]
+        reason = require(entries, spec.name)
+        if reason:
+            raise _Unavailable(reason)
+        import pyiqa.utils.download_util as dl
+
+        # pyiqa fixes its cache folder when it is imported; point it at the managed one.
+        pyiqa_entries = [e for e in entries if e.location == "pyiqa"]
+        if pyiqa_entries:
+            dl.DEFAULT_CACHE_DIR = str(location_dir(pyiqa_entries[0]))
+        if spec.name == "clipiqa":
+            # a file path is loaded as is; by name, pyiqa re-checks the hash and re-downloads
+            options["backbone"] = str(path_of(manifest["clip-rn50"]))
     import pyiqa
 
-    net = pyiqa.create_metric(spec.pyiqa_id, device=device, as_loss=False, **spec.options)
+    kwargs = {k: v for k, v in options.items() if spec.per != "set" or k != "mode"}
+    # pyiqa prints and warns while loading: keep stdout for results, stderr for our log
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        net = pyiqa.create_metric(spec.pyiqa_id, device=device, as_loss=False, **kwargs)
+    if spec.per == "set":
+        mode = options.get("mode", "clean")
+        return lambda sr_dir, hr_dir: net(str(sr_dir), str(hr_dir), mode=mode, num_workers=0,
+                                          verbose=False)  # fmt: skip
     if spec.reference == "FR":
         return lambda sr, hr: net(sr, hr)
     return lambda sr, hr: net(sr)
 
 
 class MetricSuite:
-    """The metrics of one run, each built once and reused for every method and dataset."""
+    """The metrics of one run, each built once and reused for every method and dataset.
 
-    def __init__(self, names: Sequence[str], device: torch.device | str = "cpu") -> None:
+    Args:
+        names: metric names from the metric table.
+        device: where metric networks run.
+        autocast: run no-reference networks under fp16 (CUDA) / bf16 (CPU) autocast, as S3Diff's
+            protocol does; off by default (fp32, the OSEDiff/AdcSR protocol). Recorded in results.
+        strict: raise instead of reporting a metric as missing.
+    """
+
+    def __init__(self, names: Sequence[str], device: torch.device | str = "cpu",
+                 autocast: bool = False, strict: bool = False) -> None:  # fmt: skip
         if not names:
             raise HarnessError("no metrics selected (option --metrics)")
         self.specs = [METRICS.get(n) for n in names]
         self.device = torch.device(device)
+        self.autocast = autocast
         self._scorers: dict[str, Scorer] = {}
         self.unavailable: dict[str, str] = {}
         for spec in self.specs:
             try:
                 self._scorers[spec.name] = _build(spec, self.device)
+            except _Unavailable as e:
+                self.unavailable[spec.name] = str(e)
             except Exception as e:  # a metric that cannot be built is missing, with its reason
                 self.unavailable[spec.name] = f"could not build {spec.pyiqa_id}: {_one_line(e)}"
+            if strict and spec.name in self.unavailable:
+                raise HarnessError(f"metric {spec.name}: {self.unavailable[spec.name]} (--strict)")
 
     @property
     def names(self) -> list[str]:
         return [s.name for s in self.specs]
 
+    @property
+    def image_names(self) -> list[str]:
+        """Metrics with one value per image (the columns of per_image.csv)."""
+        return [s.name for s in self.specs if s.per == "image"]
+
     def applicable(self, has_hr: bool) -> list[MetricSpec]:
         """Full-reference metrics need HR; on LR-only datasets only no-reference ones run."""
         return [s for s in self.specs if has_hr or s.reference == "NR"]
+
+    def _context(self, spec: MetricSpec):
+        if self.autocast and spec.reference == "NR":
+            dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+            return torch.autocast(self.device.type, dtype=dtype)
+        return contextlib.nullcontext()
 
     @torch.inference_mode()
     def score(self, sr: torch.Tensor, hr: torch.Tensor | None) -> list[Score]:
@@ -72,14 +134,15 @@ class MetricSuite:
         sr = sr.to(self.device)
         hr = hr.to(self.device) if hr is not None else None
         for spec in self.specs:
-            if spec.reference == "FR" and hr is None:
+            if spec.per != "image" or (spec.reference == "FR" and hr is None):
                 continue
             reason = self.unavailable.get(spec.name)
             vals: list[float | None] = [None] * n
             if reason is None:
                 try:
-                    v = self._scorers[spec.name](sr, hr).detach().double().flatten().cpu()
-                    vals = [float(x) for x in v]
+                    with self._context(spec):
+                        v = self._scorers[spec.name](sr, hr)
+                    vals = [float(x) for x in v.detach().double().flatten().cpu()]
                 except Exception as e:
                     reason = f"{spec.name} failed: {_one_line(e)}"
             for i, s in enumerate(out):
@@ -89,6 +152,27 @@ class MetricSuite:
                 elif vals[i] != vals[i]:  # NaN is a failure, not a number
                     s.values[spec.name] = None
                     s.missing[spec.name] = f"{spec.name} returned NaN"
+        return out
+
+    def score_sets(self, sr_dir: Path, hr_dir: Path) -> Score:
+        """Set-level metrics (FID) of a folder of SR images against the HR folder."""
+        out = Score({}, {})
+        for spec in self.specs:
+            if spec.per != "set":
+                continue
+            reason = self.unavailable.get(spec.name)
+            value = None
+            if reason is None:
+                try:
+                    with torch.inference_mode():
+                        value = float(self._scorers[spec.name](sr_dir, hr_dir))
+                except Exception as e:
+                    reason = f"{spec.name} failed: {_one_line(e)}"
+            if value is not None and value != value:
+                value, reason = None, f"{spec.name} returned NaN"
+            out.values[spec.name] = value
+            if value is None:
+                out.missing[spec.name] = reason or "no value"
         return out
 
 

@@ -1,0 +1,95 @@
+"""``harness weights list|check|fetch|import``: the weights manager on the command line."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.weights.manager import fetch, install, status
+from harness.weights.manifest import WeightEntry, load_manifest
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("weights", help="list, check, fetch or import weight files and test sets")
+    p.add_argument("action", choices=["list", "check", "fetch", "import"])
+    p.add_argument("names", nargs="*",
+                   help="entry ids or what uses them (lpips, adcsr, drealsr...), or 'all'; "
+                        "for import, the folder first")  # fmt: skip
+    p.add_argument("--mirror", help="fetch <mirror>/<file name> instead of the manifest URL")
+    p.add_argument("--force", action="store_true", help="fetch even files already present")
+    p.add_argument("--data-root", help="where test sets go (default $HARNESS_DATA or ./data)")
+
+
+def select(entries: dict[str, WeightEntry], names: list[str]) -> list[WeightEntry]:
+    if not names or names == ["all"]:
+        return list(entries.values())
+    out: list[WeightEntry] = []
+    for n in names:
+        hits = [e for e in entries.values() if n == e.id or n in e.used_by]
+        if not hits:
+            users = sorted({u for e in entries.values() for u in e.used_by})
+            raise HarnessError(f"weights: nothing named '{n}' (ids or users: {', '.join(users)})")
+        out += [e for e in hits if e not in out]
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    entries = load_manifest()
+    names = list(args.names)
+    if args.action == "import":
+        if not names:
+            raise HarnessError("harness weights import needs a folder: harness weights import DIR")
+        folder = Path(names.pop(0)).expanduser()
+        if not folder.is_dir():
+            raise HarnessError(f"{folder}: folder not found")
+        return _import(folder, select(entries, names), args.data_root)
+    chosen = select(entries, names)
+    if args.action == "fetch":
+        return _fetch(chosen, args)
+    bad = 0
+    for e in chosen:
+        st = status(e, args.data_root)
+        bad += not st.usable
+        detail = f"  ({st.detail})" if st.detail else ""
+        print(f"{st.state:10s} {e.id:22s} {','.join(e.used_by):22s} {st.path}{detail}")
+    if args.action == "check" and bad:
+        print(f"{bad} of {len(chosen)} files missing or wrong: `harness weights fetch NAME`")
+        return 1
+    return 0
+
+
+def _fetch(chosen: list[WeightEntry], args: argparse.Namespace) -> int:
+    from harness.progress import console
+
+    for e in chosen:
+        st = status(e, args.data_root)
+        if st.state == "ok" or (st.state == "unverified" and not args.force):
+            print(f"present    {e.id:22s} {st.path}")
+            continue
+        with console.status(f"fetching {e.name}") as spinner:
+
+            def show(done: int, total: int | None, e=e) -> None:
+                of = f" of {total / 2**20:.1f}" if total else ""
+                spinner.update(f"fetching {e.name}: {done / 2**20:.1f}{of} MiB")
+
+            path = fetch(e, args.data_root, mirror=args.mirror, on_progress=show)
+        print(f"fetched    {e.id:22s} {path}")
+    return 0
+
+
+def _import(folder: Path, chosen: list[WeightEntry], data_root: str | None) -> int:
+    found = {}
+    for p in folder.rglob("*"):
+        if p.is_file():
+            found.setdefault(p.name, p)
+    missing = 0
+    for e in chosen:
+        src = found.get(e.name)
+        if src is None:
+            missing += 1
+            continue
+        print(f"imported   {e.id:22s} {install(src, e, data_root)}")
+    if missing:
+        print(f"{missing} of {len(chosen)} files not found in {folder}")
+    return 0

@@ -1,0 +1,185 @@
+"""Random-initialised weight files in the exact formats, names and places the consumers expect.
+
+For machines without internet (tests, CI, benchmarks): each file has the real architecture and
+key layout, so every metric builds through pyiqa's real loading path and costs the same compute
+as with the real weights -- but its SCORES ARE MEANINGLESS. Files are stored in fp16 to halve
+their size (every consumer converts to fp32 on loading). ``fabricate`` also writes a manifest of
+the fabricated files' hashes for ``HARNESS_WEIGHTS_MANIFEST``, since the real hashes cannot match.
+
+Properties kept on purpose: LPIPS and DISTS weights are non-negative (as trained ones are), so
+both are 0 for identical images and grow with distortion; the FID Inception's BatchNorm
+statistics are calibrated on real photographs, so features differ between images.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import torch
+from torch import nn
+
+from harness.hashing import sha256_file
+from harness.weights.manager import path_of
+from harness.weights.manifest import WeightEntry, load_manifest
+
+
+def _half(sd: dict) -> dict:
+    return {k: (v.half() if v.is_floating_point() else v) for k, v in sd.items()}
+
+
+def _save_torch(obj, path: Path) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    _write(path, buf.getvalue())
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
+def _alexnet(path: Path) -> None:
+    import torchvision
+
+    _save_torch(_half(torchvision.models.alexnet().state_dict()), path)
+
+
+def _vgg16(path: Path) -> None:
+    import torchvision
+
+    _save_torch(_half(torchvision.models.vgg16().state_dict()), path)
+
+
+def _lpips_lin(path: Path) -> None:
+    chns = [64, 192, 384, 256, 256]  # AlexNet feature widths
+    sd = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate(chns)}
+    _save_torch(_half(sd), path)
+
+
+def _dists(path: Path) -> None:
+    n = 3 + 64 + 128 + 256 + 512 + 512  # image + VGG16 stage widths
+    _save_torch({"alpha": torch.rand(1, n, 1, 1) + 0.1, "beta": torch.rand(1, n, 1, 1) + 0.1}, path)
+
+
+def _niqe(path: Path) -> None:
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(36, 36))
+    buf = io.BytesIO()
+    savemat(buf, {"mu_prisparam": rng.normal(size=(1, 36)),
+                  "cov_prisparam": a @ a.T / 36 + np.eye(36)})  # fmt: skip
+    _write(path, buf.getvalue())
+
+
+def _musiq(path: Path) -> None:
+    from pyiqa.archs.musiq_arch import MUSIQ
+
+    _save_torch(_half(MUSIQ(pretrained=False, num_class=1).state_dict()), path)
+
+
+def _vit(path: Path) -> None:
+    import timm
+    from safetensors.torch import save
+
+    sd = timm.create_model("vit_base_patch8_224", pretrained=False).state_dict()
+    _write(path, save({k: v.contiguous() for k, v in _half(sd).items()}))
+    refs = path.parents[2] / "refs"  # <repo>/snapshots/<rev>/model.safetensors
+    refs.mkdir(parents=True, exist_ok=True)
+    (refs / "main").write_text(path.parent.name)
+
+
+def _maniqa(path: Path) -> None:
+    from pyiqa.archs.maniqa_arch import MANIQA
+
+    # the ViT backbone must be in place first (MANIQA builds it through timm)
+    _save_torch(_half(MANIQA(pretrained=False).state_dict()), path)
+
+
+def _clip_rn50(path: Path) -> None:
+    from clip.model import CLIP
+
+    model = CLIP(1024, 224, (3, 4, 6, 3), 64, None, 77, 49408, 512, 8, 12).half()
+
+    class Archive(nn.Module):  # a TorchScript archive holding CLIP's parameters by their names
+        def __init__(self, src: nn.Module) -> None:
+            super().__init__()
+            for name, child in src.named_children():
+                setattr(self, name, child)
+            for name, p in src.named_parameters(recurse=False):
+                self.register_parameter(name, p)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * 1
+
+    buf = io.BytesIO()
+    torch.jit.save(torch.jit.trace(Archive(model), torch.zeros(1)), buf)
+    _write(path, buf.getvalue())
+
+
+def _fid_inception(path: Path) -> None:
+    import pyiqa.archs.inception as inc
+    from skimage import data
+
+    with mock.patch.object(inc, "load_pretrained_network", lambda *a, **k: None):
+        net = inc.fid_inception_v3()
+    for m in net.modules():  # calibrate BatchNorm on real photographs (cumulative averages)
+        if isinstance(m, nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    photos = [data.astronaut(), data.coffee(), data.chelsea(), data.rocket()]
+    x = torch.cat([
+        nn.functional.interpolate(torch.from_numpy(np.ascontiguousarray(p)).permute(2, 0, 1)[None]
+                                  .float() / 127.5 - 1, size=(299, 299), mode="bilinear")
+        for p in photos
+    ])  # fmt: skip
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(x)
+    _save_torch(_half(net.state_dict()), path)
+
+
+MAKERS: dict[str, Callable[[Path], None]] = {
+    "torchvision-alexnet": _alexnet,
+    "pyiqa-lpips-alex": _lpips_lin,
+    "torchvision-vgg16": _vgg16,
+    "pyiqa-dists": _dists,
+    "pyiqa-niqe": _niqe,
+    "pyiqa-musiq-koniq": _musiq,
+    "timm-vit-b8": _vit,
+    "pyiqa-maniqa-pipal": _maniqa,
+    "pyiqa-maniqa-koniq": _maniqa,
+    "clip-rn50": _clip_rn50,
+    "pyiqa-fid-inception": _fid_inception,
+}
+
+
+def fabricate(ids: list[str], manifest_out: Path, seed: int = 0) -> list[WeightEntry]:
+    """Write random weights for ``ids`` into their managed places; return their entries with
+    the fabricated files' sha256, also written to ``manifest_out`` (JSON list)."""
+    entries = load_manifest()
+    order = [i for i in MAKERS if i in ids]  # dependency order (ViT before MANIQA)
+    made: list[WeightEntry] = []
+    for i, entry_id in enumerate(order):
+        torch.manual_seed(seed + i)
+        entry = entries[entry_id]
+        path = path_of(entry)
+        MAKERS[entry_id](path)
+        made.append(WeightEntry(**(entry.to_dict() | {
+            "used_by": tuple(entry.used_by), "sha256": sha256_file(path),
+            "sha256_prefix": None, "size": path.stat().st_size,
+            "license": "fabricated: random weights, scores meaningless"})))  # fmt: skip
+    manifest_out.parent.mkdir(parents=True, exist_ok=True)
+    manifest_out.write_text(json.dumps([e.to_dict() for e in made], indent=2) + "\n")
+    return made

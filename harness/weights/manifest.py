@@ -1,0 +1,118 @@
+"""The weights manifest: every file a metric or method needs, one declarative entry each.
+
+An entry says what the file is (name, size, sha256 where published), where it comes from
+(``url``, ``license``), who uses it, and where its consumer library looks for it (``location``):
+
+* ``torchvision``: ``$TORCH_HOME/hub/checkpoints`` (torchvision backbones: LPIPS, DISTS);
+* ``pyiqa``: ``$TORCH_HOME/hub/pyiqa`` (pyiqa's own weights);
+* ``clip``: ``$TORCH_HOME/hub/clip`` (OpenAI CLIP archives, CLIPIQA);
+* ``hf:<repo>``: the Hugging Face hub cache, ``$HF_HOME/hub/models--<org>--<name>/snapshots``
+  (timm backbones, MANIQA);
+* ``harness:<method>``: ``$HARNESS_WEIGHTS/<method>`` (method checkpoints);
+* ``data``: the data root (test-set archives, unpacked after download).
+
+Hashes: ``sha256`` when the full hash is published; otherwise ``sha256_prefix``, the leading hex
+digits that torch-hub file names carry (``name-<prefix>.pth``). Files with neither are checked
+for presence only, and ``harness weights check`` says so.
+
+``HARNESS_WEIGHTS_MANIFEST`` names a JSON file of extra entries (same fields) that replace the
+built-in ones with the same ``id``: mirrors with other files, or fabricated test weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+PYIQA_HF = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
+TORCHVISION = "https://download.pytorch.org/models"
+ADCSR_HF = "https://huggingface.co/Guaishou74851/AdcSR/resolve/main"
+
+
+@dataclass(frozen=True)
+class WeightEntry:
+    id: str
+    name: str
+    url: str
+    location: str
+    used_by: tuple[str, ...]
+    license: str = "unknown (see the source)"
+    sha256: str | None = None
+    sha256_prefix: str | None = None
+    size: int | None = None
+    unpack: bool = False  # a zip to extract into the location (test sets)
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"used_by": list(self.used_by)}
+
+
+def _pyiqa(id_: str, name: str, used_by: tuple[str, ...], prefix: str | None = None,
+           license: str = "unknown (see the source)") -> WeightEntry:  # fmt: skip
+    return WeightEntry(id_, name, f"{PYIQA_HF}/{name}", "pyiqa", used_by, license,
+                       sha256_prefix=prefix)  # fmt: skip
+
+
+BUILTIN: tuple[WeightEntry, ...] = (
+    WeightEntry("torchvision-alexnet", "alexnet-owt-7be5be79.pth",
+                f"{TORCHVISION}/alexnet-owt-7be5be79.pth", "torchvision", ("lpips",),
+                "BSD-3-Clause (torchvision)", sha256_prefix="7be5be79"),
+    _pyiqa("pyiqa-lpips-alex", "LPIPS_v0.1_alex-df73285e.pth", ("lpips",), "df73285e",
+           "BSD-2-Clause (LPIPS)"),
+    WeightEntry("torchvision-vgg16", "vgg16-397923af.pth", f"{TORCHVISION}/vgg16-397923af.pth",
+                "torchvision", ("dists",), "BSD-3-Clause (torchvision)",
+                sha256_prefix="397923af"),
+    _pyiqa("pyiqa-dists", "DISTS_weights-f5e65c96.pth", ("dists",), "f5e65c96"),
+    _pyiqa("pyiqa-niqe", "niqe_modelparameters.mat", ("niqe",)),
+    _pyiqa("pyiqa-musiq-koniq", "musiq_koniq_ckpt-e95806b9.pth", ("musiq",), "e95806b9",
+           "Apache-2.0 (google-research/musiq)"),
+    _pyiqa("pyiqa-maniqa-pipal", "MANIQA_PIPAL-ae6d356b.pth", ("maniqa-pipal",), "ae6d356b"),
+    _pyiqa("pyiqa-maniqa-koniq", "ckpt_koniq10k.pt", ("maniqa",)),
+    WeightEntry("timm-vit-b8", "model.safetensors",
+                "https://huggingface.co/timm/vit_base_patch8_224.augreg2_in21k_ft_in1k/resolve/"
+                "main/model.safetensors", "hf:timm/vit_base_patch8_224.augreg2_in21k_ft_in1k",
+                ("maniqa", "maniqa-pipal"), "Apache-2.0 (timm)"),
+    WeightEntry("clip-rn50", "RN50.pt",
+                "https://openaipublic.azureedge.net/clip/models/afeb0e10f9e5a86da6080e35cf09123a"
+                "ca3b358a0c3e3b6c78a7b63bc04b6762/RN50.pt", "clip", ("clipiqa",), "MIT (OpenAI CLIP)",
+                sha256="afeb0e10f9e5a86da6080e35cf09123aca3b358a0c3e3b6c78a7b63bc04b6762"),
+    _pyiqa("pyiqa-fid-inception", "pt_inception-2015-12-05-6726825d.pth", ("fid",), "6726825d",
+           "Apache-2.0 (pytorch-fid)"),
+    WeightEntry("adcsr-net", "net_params_200.pkl", f"{ADCSR_HF}/net_params_200.pkl",
+                "harness:adcsr", ("adcsr",), "Apache-2.0"),
+    WeightEntry("adcsr-halfdecoder", "halfDecoder.ckpt", f"{ADCSR_HF}/halfDecoder.ckpt",
+                "harness:adcsr", ("adcsr",), "Apache-2.0"),
+    WeightEntry("testset-div2k-val", "DIV2K-Val.zip", f"{ADCSR_HF}/DIV2K-Val.zip", "data",
+                ("div2k_val",), "DIV2K: academic research only", unpack=True),
+    WeightEntry("testset-realsr", "RealSR.zip", f"{ADCSR_HF}/RealSR.zip", "data", ("realsr",),
+                "RealSR: research use", unpack=True),
+    WeightEntry("testset-drealsr", "DRealSR.zip", f"{ADCSR_HF}/DRealSR.zip", "data",
+                ("drealsr",), "DRealSR: research use", unpack=True),
+)  # fmt: skip
+
+
+def _from_dict(d: dict, where: str) -> WeightEntry:
+    known = {f.name for f in fields(WeightEntry)}
+    unknown = set(d) - known
+    if unknown or not {"id", "name", "url", "location", "used_by"} <= set(d):
+        raise HarnessError(f"{where}: bad entry {d.get('id', '?')} (fields: {sorted(known)})")
+    return WeightEntry(**(d | {"used_by": tuple(d["used_by"])}))
+
+
+def load_manifest() -> dict[str, WeightEntry]:
+    """Built-in entries, replaced or extended by ``$HARNESS_WEIGHTS_MANIFEST``."""
+    entries = {e.id: e for e in BUILTIN}
+    extra = os.environ.get("HARNESS_WEIGHTS_MANIFEST")
+    if extra:
+        path = Path(extra).expanduser()
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise HarnessError(f"HARNESS_WEIGHTS_MANIFEST={path}: unreadable ({e})") from None
+        for d in data if isinstance(data, list) else data.get("entries", []):
+            entry = _from_dict(d, str(path))
+            entries[entry.id] = entry
+    return entries
