@@ -44,6 +44,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where models run")
     p.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="model precision")
     p.add_argument("--force", action="store_true", help="recompute instead of resuming")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="a metric that cannot be computed is an error, not a missing value",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +117,8 @@ def _overrides(args: argparse.Namespace, paths: Sequence[str]) -> list[str]:
             out.append(f"{key}={getattr(args, key)}")
     if args.force:
         out.append("force=true")
+    if args.strict:
+        out.append("strict=true")
     for o in args.overrides:
         if "=" not in o:
             raise HarnessError(f"argument '{o}': overrides look like key=value")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "drealsr"
 
 os.environ.setdefault("HARNESS_NO_PROGRESS", "1")
+
+# Weights live in a session folder, never the user's: set before pyiqa, timm or huggingface_hub
+# are imported (they read these variables at import time).
+_WEIGHTS = Path(tempfile.mkdtemp(prefix="harness-test-weights-"))
+atexit.register(shutil.rmtree, _WEIGHTS, ignore_errors=True)
+os.environ["HARNESS_WEIGHTS"] = str(_WEIGHTS)
+os.environ["TORCH_HOME"] = str(_WEIGHTS / "torch")
+os.environ["HF_HOME"] = str(_WEIGHTS / "huggingface")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.pop("HARNESS_WEIGHTS_MANIFEST", None)
 
 
 @pytest.fixture(scope="session")
@@ -34,3 +47,16 @@ def cli():
     from harness.cli import main
 
     return lambda *argv: main([str(a) for a in argv])
+
+
+@pytest.fixture(scope="session")
+def fabricated_weights() -> Path:
+    """Random weights for every learned metric, in the real formats and places (~1.4 GB, ~20 s),
+    with their manifest activated. Scores from them are meaningless; the code paths are real."""
+    from harness.weights.fabricate import MAKERS, fabricate
+
+    manifest = _WEIGHTS / "fabricated-manifest.json"
+    if not manifest.is_file():
+        fabricate(list(MAKERS), manifest)
+    os.environ["HARNESS_WEIGHTS_MANIFEST"] = str(manifest)
+    return manifest

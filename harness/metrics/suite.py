@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -97,6 +98,7 @@ class MetricSuite:
         self.autocast = autocast
         self._scorers: dict[str, Scorer] = {}
         self.unavailable: dict[str, str] = {}
+        self.seconds: dict[str, float] = {}  # time spent inside each metric (benchmarks)
         for spec in self.specs:
             try:
                 self._scorers[spec.name] = _build(spec, self.device)
@@ -139,12 +141,15 @@ class MetricSuite:
             reason = self.unavailable.get(spec.name)
             vals: list[float | None] = [None] * n
             if reason is None:
+                t0 = time.perf_counter()
                 try:
                     with self._context(spec):
                         v = self._scorers[spec.name](sr, hr)
                     vals = [float(x) for x in v.detach().double().flatten().cpu()]
                 except Exception as e:
                     reason = f"{spec.name} failed: {_one_line(e)}"
+                elapsed = time.perf_counter() - t0
+                self.seconds[spec.name] = self.seconds.get(spec.name, 0.0) + elapsed
             for i, s in enumerate(out):
                 s.values[spec.name] = vals[i]
                 if vals[i] is None:
@@ -163,11 +168,14 @@ class MetricSuite:
             reason = self.unavailable.get(spec.name)
             value = None
             if reason is None:
+                t0 = time.perf_counter()
                 try:
                     with torch.inference_mode():
                         value = float(self._scorers[spec.name](sr_dir, hr_dir))
                 except Exception as e:
                     reason = f"{spec.name} failed: {_one_line(e)}"
+                elapsed = time.perf_counter() - t0
+                self.seconds[spec.name] = self.seconds.get(spec.name, 0.0) + elapsed
             if value is not None and value != value:
                 value, reason = None, f"{spec.name} returned NaN"
             out.values[spec.name] = value

@@ -12,13 +12,18 @@ from harness.weights.manifest import WeightEntry, load_manifest
 
 def add_parser(sub) -> None:
     p = sub.add_parser("weights", help="list, check, fetch or import weight files and test sets")
-    p.add_argument("action", choices=["list", "check", "fetch", "import"])
+    p.add_argument("action", choices=["list", "check", "fetch", "import", "fabricate"])
     p.add_argument("names", nargs="*",
                    help="entry ids or what uses them (lpips, adcsr, drealsr...), or 'all'; "
                         "for import, the folder first")  # fmt: skip
     p.add_argument("--mirror", help="fetch <mirror>/<file name> instead of the manifest URL")
     p.add_argument("--force", action="store_true", help="fetch even files already present")
     p.add_argument("--data-root", help="where test sets go (default $HARNESS_DATA or ./data)")
+    p.add_argument(
+        "--manifest-out",
+        help="fabricate: where to write the fabricated files' "
+        "manifest (default: fabricated-manifest.json in the weights folder)",
+    )
 
 
 def select(entries: dict[str, WeightEntry], names: list[str]) -> list[WeightEntry]:
@@ -47,6 +52,8 @@ def run(args: argparse.Namespace) -> int:
     chosen = select(entries, names)
     if args.action == "fetch":
         return _fetch(chosen, args)
+    if args.action == "fabricate":
+        return _fabricate(chosen, args)
     bad = 0
     for e in chosen:
         st = status(e, args.data_root)
@@ -92,4 +99,19 @@ def _import(folder: Path, chosen: list[WeightEntry], data_root: str | None) -> i
         print(f"imported   {e.id:22s} {install(src, e, data_root)}")
     if missing:
         print(f"{missing} of {len(chosen)} files not found in {folder}")
+    return 0
+
+
+def _fabricate(chosen: list[WeightEntry], args: argparse.Namespace) -> int:
+    from harness.weights.fabricate import MAKERS, fabricate
+    from harness.weights.manager import weights_root
+
+    ids = [e.id for e in chosen if e.id in MAKERS]
+    if not ids:
+        raise HarnessError("weights fabricate: none of the selected files can be fabricated")
+    out = Path(args.manifest_out or weights_root() / "fabricated-manifest.json").expanduser()
+    print("RANDOM WEIGHTS: scores computed with them are meaningless (tests, benchmarks only)")
+    for e in fabricate(ids, out):
+        print(f"fabricated {e.id:22s} {e.size} bytes")
+    print(f"use them with: export HARNESS_WEIGHTS_MANIFEST={out}")
     return 0
