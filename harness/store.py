@@ -39,7 +39,8 @@ EFFICIENCY_COLUMNS = (
     "macs_ptflops", "ptflops_backend", "latency_median_s", "latency_p10_s", "latency_p90_s",
     "latency_iqr_s", "latency_runs", "warmup_runs", "timer", "wall_minus_event_s",
     "peak_memory_bytes", "baseline_memory_bytes", "memory_kind", "reference",
-    "latency_median_s_ratio", "macs_fvcore_ratio", "params_ratio", "notes",
+    "latency_median_s_ratio", "macs_fvcore_ratio", "params_ratio", "device", "dtype", "torch",
+    "notes",
 )  # fmt: skip
 MANIFEST_SCHEMA = "harness.manifest/1"
 

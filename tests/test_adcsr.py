@@ -277,7 +277,7 @@ def test_forward_is_reentrant():
 
 def test_missing_weights_name_the_file(tmp_path):
     m = AdcSR({"arch": "tiny", "weights_dir": str(tmp_path)})
-    with pytest.raises(HarnessError, match="net_params_200.pkl not found .*huggingface"):
+    with pytest.raises(HarnessError, match="net_params_200.pkl not found .*harness weights fetch"):
         m.weights_digest()
 
 

@@ -207,3 +207,18 @@ def test_out_dir_of_another_config_is_refused(cache_dir, tmp_path, cli, capsys):
     capsys.readouterr()
     assert cli("run", "--methods", "lanczos", "--out", out) == 2
     assert "holds a run of another config" in _error_line(capsys)
+
+
+def test_lr_only_dataset_scores_no_reference_metrics_only(cache_dir, tmp_path, cli, capsys):
+    rng = np.random.default_rng(2)
+    for name in ("p", "q"):
+        write_png(tmp_path / "real" / f"{name}.png", rng.integers(0, 256, (24, 20, 3), np.uint8))
+    out = tmp_path / "o"
+    assert cli("run", "--methods", "bicubic", "--datasets", "realset65", "--out", out,
+               f"dataset.root={tmp_path / 'real'}", "profile.enabled=false") == 0  # fmt: skip
+    err = capsys.readouterr().err
+    assert "no HR images: skipping full-reference psnr, ssim" in err
+    rows = _rows(out / "per_image.csv")
+    assert [r["image"] for r in rows] == ["p", "q"] and rows[0]["psnr"] == ""
+    summary = json.loads((out / "summary.json").read_text())
+    assert "needs HR" in summary["results"][0]["metrics"]["psnr"]["reason"]

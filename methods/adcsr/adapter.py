@@ -87,9 +87,9 @@ class AdcSR(SRMethod):
                 if self.cfg.get("weights"):
                     raise HarnessError(f"adcsr: method.weights file {f} not found")
                 raise HarnessError(
-                    f"adcsr: weights file {f.name} not found in {f.parent}; download "
-                    f"net_params_200.pkl and halfDecoder.ckpt from {HF} into that folder "
-                    "(or set HARNESS_WEIGHTS, method.weights_dir=DIR, method.weights=FILE)"
+                    f"adcsr: weights file {f.name} not found in {f.parent}; get it with "
+                    f"`harness weights fetch adcsr` (from {HF}) or `harness weights import DIR`, "
+                    "or pass method.weights_dir=DIR / method.weights=FILE"
                 )
         return files
 
