@@ -94,6 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="model precision")
     pr.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides")
 
+    tr = sub.add_parser("train", help="train a method (AdcSR: stage=decoder|distill)")
+    tr.add_argument("method", choices=["adcsr"])
+    tr.add_argument(
+        "--recipe",
+        help="configs/train/<recipe>.yaml (default: <method>_tiny, a "
+        "CPU smoke run; <method>_paper is the paper's recipe)",
+    )
+    tr.add_argument("--out", help="training directory (checkpoints, log, exported weights)")
+    tr.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="Hydra overrides, e.g. stage=distill distill.half_decoder=PATH",
+    )
+
     from harness.weights.cli import add_parser as add_weights_parser
 
     add_weights_parser(sub)
@@ -185,6 +200,26 @@ def cmd_profile(args: argparse.Namespace) -> None:
     print(f"results: {store.path}")
 
 
+def cmd_train(args: argparse.Namespace) -> None:
+    from harness.config import compose_train, quote
+    from harness.methods.adcsr.train import train
+    from harness.progress import log
+
+    recipe = args.recipe or f"{args.method}_tiny"
+    for o in args.overrides:
+        if "=" not in o:
+            raise HarnessError(f"argument '{o}': overrides look like key=value")
+    ov = list(args.overrides) + ([f"out={quote(args.out)}"] if args.out else [])
+    cfg = compose_train(recipe, ov)
+    log(f"training {args.method} stage={cfg.stage} with recipe {recipe} into {cfg.out}")
+    result = train(cfg)
+    last = result["rows"][-1] if result["rows"] else {}
+    print(
+        f"done: step {last.get('step', '-')}, skipped steps {result['skipped']}, "
+        f"weights {result['weights']}"
+    )
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     from harness.config import group_options
 
@@ -216,13 +251,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     from harness.weights import configure_environment
 
     configure_environment()  # before pyiqa/timm are imported: they read these at import time
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value overrides may follow options that come after a positional (`train adcsr --out D
+    # k=v`); argparse leaves those over, anything else left over is a real error
+    stray = [a for a in extra if a.startswith("-") or "=" not in a]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = list(args.overrides) + extra
     try:
         if args.command == "weights":
             from harness.weights.cli import run as weights
 
             return weights(args)
-        commands = {"run": cmd_run, "eval": cmd_eval, "profile": cmd_profile, "list": cmd_list}
+        commands = {"run": cmd_run, "eval": cmd_eval, "profile": cmd_profile, "list": cmd_list,
+                    "train": cmd_train}  # fmt: skip
         commands[args.command](args)
     except HarnessError as e:
         print(f"harness: error: {e}", file=sys.stderr)

@@ -102,3 +102,19 @@ def compose_eval(overrides: list[str]) -> DictConfig:
     cfg = _compose("eval", overrides)
     OmegaConf.resolve(cfg)
     return cfg
+
+
+def compose_train(recipe: str, overrides: list[str]) -> DictConfig:
+    """A training recipe from ``configs/train/<recipe>.yaml`` with overrides, resolved."""
+    known = sorted(p.stem for p in (CONFIG_DIR / "train").glob("*.yaml"))
+    if recipe not in known:
+        raise HarnessError(f"unknown recipe '{recipe}' (known: {', '.join(known)})")
+    cfg = _compose(f"train/{recipe}", overrides)
+    needed = list(cfg.get("required", []))
+    if cfg.get("stage") == "distill":
+        needed += list(cfg.get("required_distill", []))
+    missing = [k for k in needed if OmegaConf.select(cfg, k) in (None, "")]
+    if missing:
+        raise HarnessError(f"recipe {recipe}: set {', '.join(missing)} (key=value overrides)")
+    OmegaConf.resolve(cfg)
+    return cfg
