@@ -259,8 +259,10 @@ class Trainer:
 
     def __init__(self, cfg: DictConfig, out: Path) -> None:
         self.cfg, self.out = cfg, out
-        self.device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available()
-                                   else ("cpu" if cfg.device == "auto" else cfg.device))  # fmt: skip
+        want = str(cfg.device)
+        if want == "auto":
+            want = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(want)
         self.amp = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[str(cfg.precision)]
         self.step = 0
         self.skipped = 0
@@ -381,8 +383,10 @@ def train_decoder(cfg: DictConfig, out: Path) -> dict[str, Any]:
     disc = disc.to(tr.device)
     lp = _lpips(cfg).to(tr.device) if cfg.decoder.lpips_weight else None
     tr.modules = {"decoder": dec, "disc": disc}
-    tr.optims = {"g": torch.optim.Adam(dec.parameters(), lr=float(cfg.decoder.lr)),
-                 "d": torch.optim.Adam(disc.parameters(), lr=float(cfg.decoder.disc_lr))}  # fmt: skip
+    tr.optims = {
+        "g": torch.optim.Adam(dec.parameters(), lr=float(cfg.decoder.lr)),
+        "d": torch.optim.Adam(disc.parameters(), lr=float(cfg.decoder.disc_lr)),
+    }
     tr.scaler("g"), tr.scaler("d")
     tr.resume()
     data = _data(cfg, degrade_lr=False)
@@ -465,8 +469,10 @@ def train_distill(cfg: DictConfig, out: Path) -> dict[str, Any]:
     disc = disc.to(tr.device)
     g_params = [p for p in student.parameters() if p.requires_grad]
     tr.modules = {"student": student, "disc": disc}
-    tr.optims = {"g": torch.optim.Adam(g_params, lr=float(cfg.distill.lr)),
-                 "d": torch.optim.Adam(disc.trainable(), lr=float(cfg.distill.disc_lr))}  # fmt: skip
+    tr.optims = {
+        "g": torch.optim.Adam(g_params, lr=float(cfg.distill.lr)),
+        "d": torch.optim.Adam(disc.trainable(), lr=float(cfg.distill.disc_lr)),
+    }
     tr.scaler("g"), tr.scaler("d")
     tr.resume()
     data = _data(cfg, degrade_lr=True)
