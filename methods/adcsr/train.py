@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -255,13 +257,25 @@ def prompt_embedding(cfg: DictConfig, dim: int) -> torch.Tensor:
 
 
 class Trainer:
-    """Shared machinery: device, autocast, checkpoints, metrics log, NaN guard."""
+    """Shared machinery: device, autocast, checkpoints, metrics log, NaN guard, and data
+    parallelism under ``torchrun`` (one process per GPU, or gloo on CPUs): every rank builds the
+    same models from the same seed, takes its own slots of each step's batch, and averages
+    gradients before each optimizer step; rank 0 writes checkpoints, logs and weights."""
 
     def __init__(self, cfg: DictConfig, out: Path) -> None:
         self.cfg, self.out = cfg, out
         want = str(cfg.device)
         if want == "auto":
             want = "cuda" if torch.cuda.is_available() else "cpu"
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1:
+            if want.startswith("cuda"):
+                want = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+                torch.cuda.set_device(torch.device(want))
+            if not dist.is_initialized():
+                dist.init_process_group("nccl" if want.startswith("cuda") else "gloo")
+        self.main = self.rank == 0
         self.device = torch.device(want)
         self.amp = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[str(cfg.precision)]
         self.step = 0
@@ -287,17 +301,39 @@ class Trainer:
         """Backward + step for optimizer ``name``; a non-finite loss skips the step."""
         opt, scaler = self.optims[name], self.scalers[name]
         opt.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
+        finite = torch.isfinite(loss.detach()).float().to(self.device)
+        if self.world > 1:  # every rank skips together, or none does
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        if not bool(finite):
             self.skipped += 1
             log(f"step {self.step}: non-finite {name} loss, step skipped ({self.skipped} so far)")
             return False
         scaler.scale(loss).backward()
+        if self.world > 1:
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+                    dist.all_reduce(p.grad)
+                    p.grad /= self.world
         scaler.step(opt)
         scaler.update()
         return True
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def save(self) -> Path:
+    def mean(self, row: dict[str, Any]) -> dict[str, Any]:
+        """Average the numbers of a log row over ranks (each rank saw part of the batch)."""
+        if self.world == 1:
+            return row
+        keys = [k for k, v in row.items() if isinstance(v, float)]
+        t = torch.tensor([row[k] for k in keys], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return row | {k: float(v) / self.world for k, v in zip(keys, t.tolist())}
+
+    def save(self) -> Path | None:
+        if not self.main:
+            dist.barrier()
+            return None
         state = {
             "step": self.step, "skipped": self.skipped,
             "modules": {k: m.state_dict() for k, m in self.modules.items()},
@@ -310,6 +346,8 @@ class Trainer:
         torch.save(state, tmp)
         tmp.replace(path)
         write_text(self.out / "latest.txt", path.name + "\n")
+        if self.world > 1:
+            dist.barrier()
         return path
 
     def resume(self) -> bool:
@@ -330,6 +368,8 @@ class Trainer:
         return True
 
     def log_row(self, row: dict[str, Any]) -> None:
+        if not self.main:
+            return
         with open(self.out / "train_log.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
 
@@ -356,7 +396,7 @@ def _loop(tr: Trainer, steps: int, body, label: str) -> list[dict[str, Any]]:
     with progress_bar(label, total=steps - tr.step) as advance:
         while tr.step < steps:
             t0 = time.perf_counter()
-            row = body(tr.step)
+            row = tr.mean(body(tr.step))
             tr.step += 1
             row |= {"step": tr.step, "it_s": 1 / max(time.perf_counter() - t0, 1e-9),
                     "skipped": tr.skipped}  # fmt: skip
@@ -392,7 +432,7 @@ def train_decoder(cfg: DictConfig, out: Path) -> dict[str, Any]:
     data = _data(cfg, degrade_lr=False)
 
     def body(step: int) -> dict[str, Any]:
-        _, hr = data.batch(step)
+        _, hr = data.batch(step, tr.rank, tr.world)
         x = hr.to(tr.device) * 2 - 1
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mean
@@ -423,7 +463,8 @@ def train_decoder(cfg: DictConfig, out: Path) -> dict[str, Any]:
         return row
 
     rows = _loop(tr, int(cfg.steps), body, "stage 1 (decoder)")
-    _export(out / "half_decoder.safetensors", dec.state_dict(), {"arch": str(cfg.arch)})
+    if tr.main:
+        _export(out / "half_decoder.safetensors", dec.state_dict(), {"arch": str(cfg.arch)})
     return {"rows": rows, "skipped": tr.skipped, "weights": str(out / "half_decoder.safetensors")}
 
 
@@ -483,7 +524,7 @@ def train_distill(cfg: DictConfig, out: Path) -> dict[str, Any]:
     def body(step: int) -> dict[str, Any]:
         for g in tr.optims["g"].param_groups:
             g["lr"] = float(cfg.distill.lr) * (0.5 if halve and step >= halve else 1.0)
-        lr, hr = data.batch(step)
+        lr, hr = data.batch(step, tr.rank, tr.world)
         lr, hr = lr.to(tr.device), hr.to(tr.device)
         with torch.no_grad():
             up = F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False)
@@ -508,7 +549,8 @@ def train_distill(cfg: DictConfig, out: Path) -> dict[str, Any]:
                 "loss_d": loss_d.item(), "lr_g": tr.optims["g"].param_groups[0]["lr"]}  # fmt: skip
 
     rows = _loop(tr, int(cfg.steps), body, "stage 2 (distill)")
-    _export(out / "adcsr.safetensors", student.state_dict(), {"arch": str(cfg.arch)})
+    if tr.main:
+        _export(out / "adcsr.safetensors", student.state_dict(), {"arch": str(cfg.arch)})
     return {"rows": rows, "skipped": tr.skipped, "weights": str(out / "adcsr.safetensors")}
 
 
