@@ -43,7 +43,8 @@ def reference_loop(pairs, names):
     for sr_path, hr_path in pairs:
         sr = torch.from_numpy(np.array(Image.open(sr_path).convert("RGB"))).permute(2, 0, 1)
         hr = torch.from_numpy(np.array(Image.open(hr_path).convert("RGB"))).permute(2, 0, 1)
-        sr, hr = sr[None].float() / 255.0, hr[None].float() / 255.0
+        # contiguous CHW like torchvision's ToTensor, the papers' loader
+        sr, hr = sr[None].float().contiguous() / 255.0, hr[None].float().contiguous() / 255.0
         for n, net in nets.items():
             out[n].append(float(net(sr, hr)))
     return time.perf_counter() - t0, out

@@ -84,8 +84,9 @@ def main() -> None:
     for p in pairs:
         sr = torch.from_numpy(np.array(Image.open(work / "sr" / p.name).convert("RGB")))
         hr = torch.from_numpy(np.array(Image.open(work / "hr" / p.name).convert("RGB")))
-        sr = sr.permute(2, 0, 1)[None].float() / 255
-        hr = hr.permute(2, 0, 1)[None].float() / 255
+        # contiguous CHW like torchvision's ToTensor, the papers' loader
+        sr = sr.permute(2, 0, 1)[None].float().contiguous() / 255
+        hr = hr.permute(2, 0, 1)[None].float().contiguous() / 255
         for n, net in ref_nets.items():
             t0 = time.perf_counter()
             with torch.inference_mode():
