@@ -176,7 +176,9 @@ def _finish(
     sets: dict[tuple[str, str], Score],
     config_hash_: str,
     extra: dict[str, Any],
+    manifest: dict[str, Any],
 ) -> dict[str, Any]:
+    """Write the final tables, then mark the manifest finished (the run is complete)."""
     store.write_per_image(rows, suite.image_names)
     specs = [s.to_dict() for s in suite.specs]
     applicable = {g.dataset: g.metrics for g in groups}
@@ -196,6 +198,8 @@ def _finish(
         ),
     } | extra
     store.write_summary(summary)
+    manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    store.write_manifest(manifest)
     return summary
 
 
@@ -281,17 +285,8 @@ def run(cfg: DictConfig) -> Path:
     rows, sets = _score_groups(store, suite, groups, force, int(cfg.metric_batch_size))
     if cfg.profile.enabled:
         _profile(store, methods, cfg, device, dtype)
-    _finish(
-        store,
-        suite,
-        groups,
-        rows,
-        sets,
-        chash,
-        {"command": "run", "methods": list(cfg.methods), "datasets": list(cfg.datasets)},
-    )
-    manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    store.write_manifest(manifest)
+    extra = {"command": "run", "methods": list(cfg.methods), "datasets": list(cfg.datasets)}
+    _finish(store, suite, groups, rows, sets, chash, extra, manifest)
     return out
 
 
@@ -385,15 +380,6 @@ def evaluate(cfg: DictConfig) -> Path:
     sr_key = sha256_json([[sr.name, sha256_file(sr)] for sr, _ in pairs])
     groups = [Group(method, dataset, items, sr_key, suite.names, sr_dir, hr_dir)]
     rows, sets = _score_groups(store, suite, groups, bool(cfg.force), int(cfg.metric_batch_size))
-    _finish(
-        store,
-        suite,
-        groups,
-        rows,
-        sets,
-        chash,
-        {"command": "eval", "methods": [method], "datasets": [dataset]},
-    )
-    manifest["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    store.write_manifest(manifest)
+    extra = {"command": "eval", "methods": [method], "datasets": [dataset]}
+    _finish(store, suite, groups, rows, sets, chash, extra, manifest)
     return out

@@ -75,7 +75,8 @@ def home(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_builtin_manifest_is_consistent():
+def test_builtin_manifest_is_consistent(monkeypatch):
+    monkeypatch.delenv("HARNESS_WEIGHTS_MANIFEST", raising=False)
     entries = load_manifest()
     for e in entries.values():
         assert e.url.startswith("https://"), e.id

@@ -180,6 +180,12 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
+def _transformers(dim: int, heads: int, n: int, cfg: AdcSRConfig) -> nn.ModuleList:
+    return nn.ModuleList(
+        [SpatialTransformer(dim, heads, cfg.ff_mult, cfg.attn_norm_eps) for _ in range(n)]
+    )
+
+
 class DownBlock(nn.Module):
     def __init__(self, cin, cout, heads, layers, attention, downsample, cfg: AdcSRConfig):
         super().__init__()
@@ -187,16 +193,7 @@ class DownBlock(nn.Module):
         self.resnets = nn.ModuleList(
             [ResnetBlock(cin if i == 0 else cout, cout, eps) for i in range(layers)]
         )
-        self.attentions = (
-            nn.ModuleList(
-                [
-                    SpatialTransformer(cout, heads, cfg.ff_mult, cfg.attn_norm_eps)
-                    for _ in range(layers)
-                ]
-            )
-            if attention
-            else None
-        )
+        self.attentions = _transformers(cout, heads, layers, cfg) if attention else None
         self.downsamplers = nn.ModuleList([Downsample(cout)]) if downsample else None
 
     def forward(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
@@ -220,16 +217,7 @@ class UpBlock(nn.Module):
             res_skip = skip_in if i == layers - 1 else cout
             res_in = prev if i == 0 else cout
             self.resnets.append(ResnetBlock(res_in + res_skip, cout, eps))
-        self.attentions = (
-            nn.ModuleList(
-                [
-                    SpatialTransformer(cout, heads, cfg.ff_mult, cfg.attn_norm_eps)
-                    for _ in range(layers)
-                ]
-            )
-            if attention
-            else None
-        )
+        self.attentions = _transformers(cout, heads, layers, cfg) if attention else None
         self.upsamplers = nn.ModuleList([Upsample(cout)]) if upsample else None
 
     def forward(self, x: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
