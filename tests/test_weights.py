@@ -173,3 +173,15 @@ def test_weights_cli(home, cli, capsys):
     assert "missing" in out and "alexnet-owt-7be5be79.pth" in out
     assert cli("weights", "list", "nope") == 2
     assert "nothing named 'nope'" in capsys.readouterr().err
+
+
+def test_hf_cache_layout_gets_a_main_ref(home, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    e = _entry(home, location="hf:org/model", name="model.safetensors")
+    src = tmp_path / "model.safetensors"
+    src.write_bytes(PAYLOAD)
+    dest = install(src, e)
+    repo = tmp_path / "hf" / "hub" / "models--org--model"
+    assert dest == repo / "snapshots" / "harness" / "model.safetensors"
+    assert (repo / "refs" / "main").read_text() == "harness"
+    assert status(e).state == "ok"

@@ -139,6 +139,12 @@ def _finish(tmp: Path, entry: WeightEntry, dest: Path) -> Path:
     os.replace(tmp, dest)
     if entry.unpack:
         _unzip(dest, dest.parent)
+    if entry.location.startswith("hf:"):
+        # the hub resolves "main" through refs/main: point it at the snapshot we filled
+        ref = dest.parents[2] / "refs" / "main"
+        if not ref.is_file():
+            ref.parent.mkdir(parents=True, exist_ok=True)
+            ref.write_text(dest.parent.name)
     return dest
 
 
