@@ -98,6 +98,7 @@ class SRMethod(ABC):
         for parameters, MACs and latency (``harness profile --random-init``).
         """
         self.device, self.dtype = device, dtype
+        self.loaded_as = (device, dtype, random_init)  # lets callers skip a second load
 
     def network_inputs(self, lr: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The arguments ``build_model()``'s forward receives for the LR batch ``lr`` in [0, 1]

@@ -64,7 +64,8 @@ def profile_method(
 ) -> dict[str, Any]:
     """One efficiency row. MAC columns are None (with ``notes``) when there is no network."""
     method.check_input_size(lr_size, lr_size)
-    method.load(device, dtype, random_init=random_init)
+    if getattr(method, "loaded_as", None) != (device, dtype, random_init):
+        method.load(device, dtype, random_init=random_init)  # not loaded already by the SR stage
     lr = torch.rand(1, 3, lr_size, lr_size, generator=torch.Generator().manual_seed(0))
     lr = lr.to(device)
     row: dict[str, Any] = {
