@@ -21,8 +21,10 @@ Hydra overrides (after the options, any number):
   suite=NAME                a metric list from configs/suite/
 
 The run directory (default runs/<config hash>) gets config.yaml, manifest.json, rows.jsonl,
-per_image.csv, summary.json and report.md. Rerunning the same command resumes: cached SR images
-and scored images are not computed again (--force redoes both).
+per_image.csv, summary.json, efficiency.csv/json (profile.enabled=true; profile.lr_size,
+profile.runs, profile.warmup, profile.reference) and report.md. Rerunning the same command
+resumes: cached SR images and scored images are not computed again (--force redoes both).
+`harness report DIR` prints a finished run's tables again.
 
 Names: `harness list methods|datasets|metrics`.
 """
@@ -113,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_weights_parser(sub)
 
+    rp = sub.add_parser("report", help="print the tables of a finished run directory again")
+    rp.add_argument("run_dir", help="a directory written by harness run, eval or profile")
+
     ls = sub.add_parser("list", help="list registered methods, datasets or metrics")
     ls.add_argument("what", choices=["methods", "datasets", "metrics"])
     return parser
@@ -146,10 +151,13 @@ def _print_report(out_dir) -> None:
     from harness.store import RunStore
 
     store = RunStore(out_dir)
-    text = render(store.read_summary())
     efficiency = store.read_efficiency()
-    if efficiency:
-        text += "\n" + render_efficiency(efficiency)
+    if not (store.path / "summary.json").is_file() and efficiency:
+        text = render_efficiency(efficiency)  # a `harness profile` directory
+    else:
+        text = render(store.read_summary())
+        if efficiency:
+            text += "\n" + render_efficiency(efficiency)
     write_text(store.path / "report.md", text)
     print(text)
     print(f"results: {store.path}")
@@ -220,6 +228,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    if not Path(args.run_dir).is_dir():
+        raise HarnessError(f"{args.run_dir}: folder not found")
+    _print_report(args.run_dir)
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     from harness.config import group_options
 
@@ -266,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return weights(args)
         commands = {"run": cmd_run, "eval": cmd_eval, "profile": cmd_profile, "list": cmd_list,
-                    "train": cmd_train}  # fmt: skip
+                    "train": cmd_train, "report": cmd_report}  # fmt: skip
         commands[args.command](args)
     except HarnessError as e:
         print(f"harness: error: {e}", file=sys.stderr)

@@ -222,3 +222,14 @@ def test_lr_only_dataset_scores_no_reference_metrics_only(cache_dir, tmp_path, c
     assert [r["image"] for r in rows] == ["p", "q"] and rows[0]["psnr"] == ""
     summary = json.loads((out / "summary.json").read_text())
     assert "needs HR" in summary["results"][0]["metrics"]["psnr"]["reason"]
+
+
+def test_report_reprints_a_finished_run(cache_dir, tmp_path, cli, capsys):
+    out = tmp_path / "r"
+    assert cli("run", "--methods", "bicubic", "--out", out, "profile.runs=1") == 0
+    first = capsys.readouterr().out
+    assert cli("report", out) == 0
+    assert capsys.readouterr().out == first
+    (tmp_path / "half").mkdir()
+    assert cli("report", tmp_path / "half") == 2
+    assert "no summary.json" in capsys.readouterr().err
