@@ -139,9 +139,6 @@ def _overrides(args: argparse.Namespace, paths: Sequence[str]) -> list[str]:
         out.append("force=true")
     if args.strict:
         out.append("strict=true")
-    for o in args.overrides:
-        if "=" not in o:
-            raise HarnessError(f"argument '{o}': overrides look like key=value")
     return out + list(args.overrides)
 
 
@@ -182,10 +179,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def cmd_profile(args: argparse.Namespace) -> None:
     from harness.config import compose_run, quote
-    from harness.imageio import write_text
-    from harness.reports import render_efficiency
     from harness.runner import profile
-    from harness.store import RunStore
 
     ov = _list_override("methods", args.methods) + ["datasets=[embedded]"]
     for flag, key in (("lr_size", "lr_size"), ("runs", "runs"), ("warmup", "warmup")):
@@ -198,14 +192,7 @@ def cmd_profile(args: argparse.Namespace) -> None:
     if args.out:
         ov.append(f"out={quote(args.out)}")
     ov += [f"{k}={getattr(args, k)}" for k in ("device", "dtype") if getattr(args, k)]
-    for o in args.overrides:
-        if "=" not in o:
-            raise HarnessError(f"argument '{o}': overrides look like key=value")
-    store = RunStore(profile(compose_run(ov + list(args.overrides))))
-    text = render_efficiency(store.read_efficiency())
-    write_text(store.path / "report.md", text)
-    print(text)
-    print(f"results: {store.path}")
+    _print_report(profile(compose_run(ov + list(args.overrides))))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -214,9 +201,6 @@ def cmd_train(args: argparse.Namespace) -> None:
     from harness.progress import log
 
     recipe = args.recipe or f"{args.method}_tiny"
-    for o in args.overrides:
-        if "=" not in o:
-            raise HarnessError(f"argument '{o}': overrides look like key=value")
     ov = list(args.overrides) + ([f"out={quote(args.out)}"] if args.out else [])
     cfg = compose_train(recipe, ov)
     log(f"training {args.method} stage={cfg.stage} with recipe {recipe} into {cfg.out}")
@@ -277,6 +261,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra:
         args.overrides = list(args.overrides) + extra
     try:
+        for o in getattr(args, "overrides", []):
+            if "=" not in o:
+                raise HarnessError(f"argument '{o}': overrides look like key=value")
         if args.command == "weights":
             from harness.weights.cli import run as weights
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from unittest import mock
@@ -26,6 +24,7 @@ import torch
 from torch import nn
 
 from harness.hashing import sha256_file
+from harness.imageio import write_bytes
 from harness.weights.manager import path_of
 from harness.weights.manifest import WeightEntry, load_manifest
 
@@ -37,15 +36,7 @@ def _half(sd: dict) -> dict:
 def _save_torch(obj, path: Path) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
-    _write(path, buf.getvalue())
-
-
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    write_bytes(path, buf.getvalue())
 
 
 def _alexnet(path: Path) -> None:
@@ -79,7 +70,7 @@ def _niqe(path: Path) -> None:
     buf = io.BytesIO()
     savemat(buf, {"mu_prisparam": rng.normal(size=(1, 36)),
                   "cov_prisparam": a @ a.T / 36 + np.eye(36)})  # fmt: skip
-    _write(path, buf.getvalue())
+    write_bytes(path, buf.getvalue())
 
 
 def _musiq(path: Path) -> None:
@@ -93,7 +84,7 @@ def _vit(path: Path) -> None:
     from safetensors.torch import save
 
     sd = timm.create_model("vit_base_patch8_224", pretrained=False).state_dict()
-    _write(path, save({k: v.contiguous() for k, v in _half(sd).items()}))
+    write_bytes(path, save({k: v.contiguous() for k, v in _half(sd).items()}))
     refs = path.parents[2] / "refs"  # <repo>/snapshots/<rev>/model.safetensors
     refs.mkdir(parents=True, exist_ok=True)
     (refs / "main").write_text(path.parent.name)
@@ -124,7 +115,7 @@ def _clip_rn50(path: Path) -> None:
 
     buf = io.BytesIO()
     torch.jit.save(torch.jit.trace(Archive(model), torch.zeros(1)), buf)
-    _write(path, buf.getvalue())
+    write_bytes(path, buf.getvalue())
 
 
 def _fid_inception(path: Path) -> None:
