@@ -1,11 +1,17 @@
 """Loading checkpoint files without ever running code from them.
 
 * ``.safetensors``: read directly.
-* PyTorch pickles (``.pth``, ``.pkl``, ``.ckpt``): ``torch.load(weights_only=True)`` first. Some
-  official files (PyTorch-Lightning checkpoints) also pickle training objects that the
-  weights-only loader refuses; those are read with a restricted unpickler that rebuilds tensors
-  through torch's own functions and turns every other class into an inert placeholder, so no
-  function named in the file is ever called.
+* PyTorch pickles (``.pth``, ``.pkl``, ``.ckpt``), zip or legacy (raw pickle) format:
+  ``torch.load(weights_only=True)`` first. Some official files (PyTorch-Lightning checkpoints)
+  also pickle training objects that the weights-only loader refuses; those are read with a
+  restricted unpickler that rebuilds tensors through torch's own functions and turns every other
+  class into an inert placeholder, so no function named in the file is ever called. torch's
+  loaders unpickle through ``pickle_module.Unpickler`` (zip format, main object of the legacy
+  format) *and* ``pickle_module.load`` (the legacy header records and storage keys): both are
+  restricted here.
+* ``weights_only_check``: whether a pickled file loads with nothing but tensors and containers
+  -- the check that must pass before a third-party library (pyiqa, torchvision) unpickles a file
+  whose full sha256 is not published.
 * ``file_digest`` hashes a file once and remembers the result beside the file's size and mtime.
 """
 
@@ -28,7 +34,6 @@ _TORCH_REBUILDERS = {
     ("torch._utils", "_rebuild_tensor_v2"),
     ("torch._utils", "_rebuild_tensor"),
     ("torch._utils", "_rebuild_parameter"),
-    ("torch._utils", "_rebuild_parameter_with_state"),
     ("torch", "Size"),
     ("torch", "device"),
     ("collections", "OrderedDict"),
@@ -54,11 +59,16 @@ class _RestrictedUnpickler(pickle.Unpickler):
         return _Inert
 
 
+def _restricted_load(file, **kwargs: Any) -> Any:
+    return _RestrictedUnpickler(file, **kwargs).load()
+
+
 class _RestrictedPickleModule:
-    """A ``pickle_module`` for ``torch.load`` whose unpickler calls nothing but torch rebuilders."""
+    """A ``pickle_module`` for ``torch.load`` whose every unpickling path calls nothing but torch
+    rebuilders (``Unpickler`` for the zip format, ``load`` for the legacy format's records)."""
 
     Unpickler = _RestrictedUnpickler
-    load = pickle.load
+    load = staticmethod(_restricted_load)
     __name__ = "harness_restricted_pickle"
 
 
@@ -85,6 +95,17 @@ def load_tensors(path: str | Path) -> dict[str, Any]:
         raise HarnessError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
 
 
+def weights_only_check(path: str | Path) -> str | None:
+    """None if torch's weights-only loader reads ``path`` (tensors and plain containers only);
+    else why not, in one line. Safetensors and non-pickle files are not this function's job."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+    except Exception as e:  # any refusal: the file holds more than weights
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        return f"a weights-only load refuses it ({first[:160]})"
+    return None
+
+
 def tensors_only(obj: Any, where: str) -> dict[str, torch.Tensor]:
     """Keep the tensor entries of a state dict; error naming ``where`` if there are none."""
     if isinstance(obj, (dict, OrderedDict)):
@@ -94,19 +115,40 @@ def tensors_only(obj: Any, where: str) -> dict[str, torch.Tensor]:
     raise HarnessError(f"{where}: holds no state dict of tensors")
 
 
+def _sidecar(path: Path) -> tuple[Path, dict[str, Any]]:
+    """``<file>.sha256.json`` and its record, empty unless it matches the file's size and mtime."""
+    stat = path.stat()
+    sidecar = path.with_name(path.name + ".sha256.json")
+    fresh = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    try:
+        cached = json.loads(sidecar.read_text())
+        if all(cached.get(k) == v for k, v in fresh.items()):
+            return sidecar, cached
+    except (OSError, ValueError, AttributeError):
+        pass
+    return sidecar, fresh
+
+
+def _remember(sidecar: Path, record: dict[str, Any]) -> None:
+    with contextlib.suppress(OSError):  # a read-only weights folder: compute again next time
+        write_text(sidecar, json.dumps(record))
+
+
 def file_digest(path: str | Path) -> str:
     """sha256 of a file, cached in ``<file>.sha256.json`` keyed by size and mtime."""
     path = Path(path)
-    stat = path.stat()
-    sidecar = path.with_name(path.name + ".sha256.json")
-    try:
-        cached = json.loads(sidecar.read_text())
-        if cached["size"] == stat.st_size and cached["mtime_ns"] == stat.st_mtime_ns:
-            return cached["sha256"]
-    except (OSError, ValueError, KeyError):
-        pass
-    digest = sha256_file(path)
-    record = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
-    with contextlib.suppress(OSError):  # a read-only weights folder: hash again next time
-        write_text(sidecar, json.dumps(record))
-    return digest
+    sidecar, record = _sidecar(path)
+    if "sha256" not in record:
+        record["sha256"] = sha256_file(path)
+        _remember(sidecar, record)
+    return record["sha256"]
+
+
+def weights_only_verdict(path: str | Path) -> str | None:
+    """:func:`weights_only_check`, remembered beside the file digest (same size/mtime key)."""
+    path = Path(path)
+    sidecar, record = _sidecar(path)
+    if "weights_only" not in record:
+        record["weights_only"] = weights_only_check(path) or "ok"
+        _remember(sidecar, record)
+    return None if record["weights_only"] == "ok" else record["weights_only"]
