@@ -1,0 +1,1 @@
+"""Pieces shared by several method adapters (colour fixes, diffusion-model helpers)."""
