@@ -31,7 +31,7 @@ from harness.progress import log, progress_bar
 from harness.store import Row, RunStore, summarise
 
 # Keys that do not change results: left out of the config hash.
-_VOLATILE = ("out", "force", "cache_dir")
+_VOLATILE = ("out", "force", "cache_dir", "metric_workers")
 
 
 @dataclass
@@ -117,7 +117,12 @@ def _upscale(method, ds, cache, group, lr: torch.Tensor, seed: int) -> None:
 
 
 def _score_groups(
-    store: RunStore, suite: MetricSuite, groups: Sequence[Group], force: bool, batch_size: int
+    store: RunStore,
+    suite: MetricSuite,
+    groups: Sequence[Group],
+    force: bool,
+    batch_size: int,
+    workers: int = 0,
 ) -> tuple[list[Row], dict[tuple[str, str], Score]]:
     if force:
         store.reset_journal()
@@ -141,7 +146,8 @@ def _score_groups(
             store.append([row])
             done[row.key] = row
 
-        score_items(suite, todo, journal, f"metrics {g.method} on {g.dataset}", batch_size)
+        label = f"metrics {g.method} on {g.dataset}"
+        score_items(suite, todo, journal, label, batch_size, workers or None)
     rows = [done[(g.method, g.dataset, it.image)] for g in groups for it in g.items]
     return rows, _score_sets(store, suite, groups, force)
 
@@ -282,7 +288,9 @@ def run(cfg: DictConfig) -> Path:
             hr_dir = ds.samples[0].hr.parent if ds.has_hr else None
             groups.append(Group(m.card.name, ds.name, items, cache.key, metrics, cache.dir, hr_dir))
 
-    rows, sets = _score_groups(store, suite, groups, force, int(cfg.metric_batch_size))
+    rows, sets = _score_groups(
+        store, suite, groups, force, int(cfg.metric_batch_size), int(cfg.metric_workers)
+    )
     if cfg.profile.enabled:
         _profile(store, methods, cfg, device, dtype)
     extra = {"command": "run", "methods": list(cfg.methods), "datasets": list(cfg.datasets)}
@@ -379,7 +387,9 @@ def evaluate(cfg: DictConfig) -> Path:
     # The SR files' content is the key: a changed output is scored again on resume.
     sr_key = sha256_json([[sr.name, sha256_file(sr)] for sr, _ in pairs])
     groups = [Group(method, dataset, items, sr_key, suite.names, sr_dir, hr_dir)]
-    rows, sets = _score_groups(store, suite, groups, bool(cfg.force), int(cfg.metric_batch_size))
+    rows, sets = _score_groups(
+        store, suite, groups, bool(cfg.force), int(cfg.metric_batch_size), int(cfg.metric_workers)
+    )
     extra = {"command": "eval", "methods": [method], "datasets": [dataset]}
     _finish(store, suite, groups, rows, sets, chash, extra, manifest)
     return out

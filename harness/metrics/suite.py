@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -99,6 +100,7 @@ class MetricSuite:
         self._scorers: dict[str, Scorer] = {}
         self.unavailable: dict[str, str] = {}
         self.seconds: dict[str, float] = {}  # time spent inside each metric (benchmarks)
+        self._lock = threading.Lock()  # score() may run in several threads at once
         for spec in self.specs:
             try:
                 self._scorers[spec.name] = _build(spec, self.device)
@@ -149,7 +151,8 @@ class MetricSuite:
                 except Exception as e:
                     reason = f"{spec.name} failed: {_one_line(e)}"
                 elapsed = time.perf_counter() - t0
-                self.seconds[spec.name] = self.seconds.get(spec.name, 0.0) + elapsed
+                with self._lock:
+                    self.seconds[spec.name] = self.seconds.get(spec.name, 0.0) + elapsed
             for i, s in enumerate(out):
                 s.values[spec.name] = vals[i]
                 if vals[i] is None:
