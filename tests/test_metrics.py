@@ -37,6 +37,36 @@ def test_fast_ssim_equals_pyiqa(noise, crop):
     assert abs(float(ssim_y(sr, hr)[0]) - float(ref(sr, hr))) < 1e-8
 
 
+@pytest.mark.parametrize("noise", [0.0, 3.0, 25.0])
+def test_psnr_and_y_channel_equal_pyiqa_bitwise(noise):
+    from pyiqa.utils.color_util import to_y_channel
+
+    from harness.metrics.fullref import psnr_y, y_channel
+
+    sr, hr = _pair(3, noise)
+    sr, hr = sr[..., 3:200, 1:131], hr[..., 3:200, 1:131]
+    ref = pyiqa.create_metric("psnr", test_y_channel=True, color_space="ycbcr", device="cpu")
+    assert float(psnr_y(sr, hr)[0]) == float(ref(sr, hr))
+    for scale in (1.0, 255.0):
+        assert torch.equal(y_channel(sr, scale), to_y_channel(sr, scale, "ycbcr"))
+
+
+def test_psnr_ssim_evaluation_never_imports_pyiqa(tmp_path):
+    """pyiqa's import takes seconds (its model zoo); PSNR/SSIM runs must not pay for it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from harness.metrics import MetricSuite\n"
+        "s = MetricSuite(['psnr', 'ssim'])\n"
+        "x = torch.rand(1, 3, 32, 32)\n"
+        "s.score(x, x)\n"
+        "assert 'pyiqa' not in sys.modules, 'pyiqa was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_fast_ssim_batches_like_single_images():
     a, b = _pair(1, 10.0), _pair(2, 20.0)
     batch = ssim_y(torch.cat([a[0], b[0]]), torch.cat([a[1], b[1]]))

@@ -9,21 +9,21 @@ singular terms ``s_i * u_i v_i^T`` (those above 1e-10 of the first: three), and 
 in parallel threads). The dropped terms change a score by < 1e-9 (measured on the DRealSR pairs:
 5e-10; one term alone would cost 1e-7).
 
-Conventions follow pyiqa exactly: inputs ``(N, 3, H, W)`` float in [0, 1]; Y of the chosen colour
-space is scaled to [0, 255] and rounded (MATLAB's uint8 behaviour); the 'valid' part of the
-filtered statistics; constants C1 = (0.01*255)^2, C2 = (0.03*255)^2; the contrast-structure term
-is clamped at 0; the mean of the SSIM map is the score.
+Conventions follow pyiqa exactly: inputs ``(N, 3, H, W)`` float in [0, 1]; Y of YCbCr
+(``harness.metrics.fullref``) is scaled to [0, 255] and rounded (MATLAB's uint8 behaviour); the
+'valid' part of the filtered statistics; constants C1 = (0.01*255)^2, C2 = (0.03*255)^2;
+the contrast-structure term is clamped at 0; the mean of the SSIM map is the score.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from pyiqa.matlab_utils import fspecial
-from pyiqa.utils.color_util import to_y_channel
 from scipy.ndimage import correlate1d
 
-_WINDOW = fspecial(11, 1.5, 1)[0, 0].double().numpy()  # float32-rounded, as pyiqa uses it
+from harness.metrics.fullref import gaussian_window, y_channel
+
+_WINDOW = gaussian_window(11, 1.5)  # float32-rounded, as pyiqa uses it
 _SIZE = _WINDOW.shape[0]
 
 
@@ -48,14 +48,14 @@ def _filter_valid(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def ssim_y(x: torch.Tensor, y: torch.Tensor, color_space: str = "ycbcr") -> torch.Tensor:
+def ssim_y(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """SSIM per image, shape ``(N,)`` float64, of RGB batches ``x`` (distorted) and ``y``."""
     if x.shape != y.shape:
         raise ValueError(f"SSIM needs equal shapes, got {tuple(x.shape)} and {tuple(y.shape)}")
     if min(x.shape[-2:]) < _SIZE:
         raise ValueError(f"SSIM needs images of at least {_SIZE}x{_SIZE}")
-    a = to_y_channel(x.float().cpu(), 255, color_space)[:, 0].double().numpy()
-    b = to_y_channel(y.float().cpu(), 255, color_space)[:, 0].double().numpy()
+    a = y_channel(x.float().cpu(), 255)[:, 0].double().numpy()
+    b = y_channel(y.float().cpu(), 255)[:, 0].double().numpy()
     mu1, mu2, xx, yy, xy = _filter_valid(np.stack([a, b, a * a, b * b, a * b], axis=1)).swapaxes(
         0, 1
     )

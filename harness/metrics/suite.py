@@ -40,11 +40,18 @@ class _Unavailable(Exception):
 
 
 def _build(spec: MetricSpec, device: torch.device) -> Scorer:
-    if spec.impl == "harness" and spec.name == "ssim":
-        from harness.metrics.ssim import ssim_y
+    if spec.impl == "harness":
+        if dict(spec.options) != {"test_y_channel": True, "color_space": "ycbcr"}:
+            raise HarnessError(f"{spec.name}: the harness implementation is Y of YCbCr only")
+        if spec.name == "ssim":
+            from harness.metrics.ssim import ssim_y
 
-        color_space = spec.options.get("color_space", "yiq")
-        return lambda sr, hr: ssim_y(sr, hr, color_space)
+            return ssim_y
+        if spec.name == "psnr":
+            from harness.metrics.fullref import psnr_y
+
+            return psnr_y
+        raise HarnessError(f"{spec.name}: no harness implementation")
     options = dict(spec.options)
     if spec.weights:
         from harness.weights import load_manifest, location_dir, path_of, require
