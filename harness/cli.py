@@ -171,7 +171,7 @@ def _overrides(args: argparse.Namespace, paths: Sequence[str]) -> list[str]:
 def _print_report(out_dir) -> None:
     from harness.reports import Request, make_report
 
-    text, out = make_report(Request([out_dir]))
+    text, out = make_report(Request([out_dir], formats=("md", "csv")))
     print(text)
     print(f"results: {out}")
 

@@ -107,7 +107,10 @@ def quality_vs_cost(report: Report, table: DatasetTable, cost: str) -> tuple[Fig
                 fmt="o", ms=6, capsize=2, zorder=2, color="tab:red" if on else "tab:blue",
                 mfc="tab:red" if on else "white",
             )  # fmt: skip
-            ax.annotate(lab, (x[i], y[i]), xytext=(4, 4), textcoords="offset points", fontsize=8)
+            # neighbours in cost alternate above and below their point, so labels do not collide
+            above = int(np.argsort(np.argsort(x))[i]) % 2 == 0
+            ax.annotate(lab, (x[i], y[i]), xytext=(5, 5 if above else -11),
+                        textcoords="offset points", fontsize=8)  # fmt: skip
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         arrow = "↓" if spec["lower_better"] else "↑"

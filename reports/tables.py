@@ -132,7 +132,7 @@ def _cells(
                     if v is not None and not v.isna().any():
                         _check_mean(run, method, dataset, name, entry["mean"], v.to_numpy())
                         values[len(records)] = v
-                        seed = stats.stream_seed(opts.seed, dataset, label, name)
+                        seed = stats.stream_seed(opts.seed, dataset, method, name)
                         ci = stats.bootstrap_ci(v.to_numpy(), seed)
                         if ci is not None:
                             rec["ci_low"], rec["ci_high"] = ci
