@@ -271,7 +271,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         formats=tuple(_csv(args.format)),
         ci=args.ci,
         allow_drift=args.allow_drift,
-        figures=FIGURES if figures == ["all"] else tuple(figures),
+        figures=FIGURES if "all" in figures else tuple(figures),
         images=tuple(_csv(args.images or "")),
         n_compare=args.n_compare,
         crop=crop,
