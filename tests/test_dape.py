@@ -176,7 +176,8 @@ def test_random_tiny_tagger_fires_some_tags_and_runs_in_half_precision():
     images = torch.rand(1, 3, 64, 64)
     fired = tagger.fired(images)[0]
     assert 0 < fired.sum() < fired.numel()
-    bf16 = DapeTagger.random(tiny=True, seed=0, dtype=torch.bfloat16)
+    bf16 = DapeTagger.random(tiny=True, seed=0).to(dtype=torch.bfloat16)
+    assert bf16.module.fc.weight.dtype == torch.bfloat16
     assert torch.allclose(bf16.logits(images), tagger.logits(images), atol=0.1)
 
 

@@ -156,6 +156,17 @@ class DapeTagger:
                 model.fc.bias.add_(margin.quantile(0.25).to(model.fc.bias.dtype))
         return tagger
 
+    def to(
+        self, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> DapeTagger:
+        """Move / cast the network (weights already hold the merged LoRA, as officially)."""
+        self.device = torch.device(device) if device is not None else self.device
+        self.dtype = dtype or self.dtype
+        self.model.to(device=self.device, dtype=self.dtype)
+        self.thresholds = self.thresholds.to(self.device)
+        self._mean, self._std = self._mean.to(self.device), self._std.to(self.device)
+        return self
+
     # -- inference ---------------------------------------------------------------------------
     @property
     def module(self) -> RamTagger:
