@@ -350,9 +350,11 @@ def evaluate(cfg: DictConfig) -> Path:
     device = resolve_device(str(cfg.device))
     sr_dir, hr_dir = Path(str(cfg.sr)), Path(str(cfg.hr))
     pairs = match_by_stem(list_images(sr_dir), list_images(hr_dir), sr_dir, hr_dir)
+    lr_files: dict[str, Path] = {}
     if cfg.lr:
         lr_dir = Path(str(cfg.lr))
-        match_by_stem(list_images(lr_dir), [sr for sr, _ in pairs], lr_dir, sr_dir)
+        lr_pairs = match_by_stem(list_images(lr_dir), [sr for sr, _ in pairs], lr_dir, sr_dir)
+        lr_files = {lr.stem: lr for lr, _ in lr_pairs}
     method = str(cfg.name or sr_dir.resolve().name)
     hr_name = hr_dir.resolve().name
     dataset = str(
@@ -373,6 +375,7 @@ def evaluate(cfg: DictConfig) -> Path:
         "environment": environment(device),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "finished": None,
+        "datasets": {dataset: _eval_dataset_entry(pairs, lr_files)},
     }
     store.write_manifest(manifest)
     items = [Item(sr.stem, sr, hr) for sr, hr in pairs]
@@ -383,3 +386,28 @@ def evaluate(cfg: DictConfig) -> Path:
     extra = {"command": "eval", "methods": [method], "datasets": [dataset]}
     _finish(store, suite, groups, rows, sets, chash, extra, manifest)
     return out
+
+
+def _eval_dataset_entry(pairs: list[tuple[Path, Path]], lr_files: dict[str, Path]) -> dict:
+    """The scored dataset's manifest entry, as ``run`` records it. With ``--lr`` the hash equals
+    a named dataset's over the same LR/HR files; without, LR hashes and scale are null."""
+    from harness.imageio import image_size
+
+    files = [
+        {
+            "name": hr.stem,
+            "lr_sha256": sha256_file(lr_files[sr.stem]) if lr_files else None,
+            "hr_sha256": sha256_file(hr),
+        }
+        for sr, hr in pairs
+    ]
+    scale = None
+    if lr_files:
+        hr0, lr0 = pairs[0][1], lr_files[pairs[0][0].stem]
+        scale = image_size(hr0)[0] // image_size(lr0)[0]
+    return {
+        "manifest_hash": sha256_json({"scale": scale, "files": files}),
+        "n_images": len(files),
+        "scale": scale,
+        "files": files,
+    }
