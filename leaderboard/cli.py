@@ -46,7 +46,7 @@ def add_parser(sub) -> None:
 
 def _load(path: str, config) -> Submission:
     try:
-        return validate(open_bundle(path), config.accepted)
+        return validate(open_bundle(path), config.accepted, config.datasets)
     except Rejected as e:
         raise Rejected(f"{path}: rejected: {e}") from None
 
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         if len(args.inputs) != 1 or args.out:
             raise HarnessError("harness leaderboard validate takes one BUNDLE and no --out")
         try:
-            sub = validate(open_bundle(args.inputs[0]), config.accepted)
+            sub = validate(open_bundle(args.inputs[0]), config.accepted, config.datasets)
         except Rejected as e:
             print(f"rejected: {args.inputs[0]}: {e}", file=sys.stderr)
             return 1

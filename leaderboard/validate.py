@@ -61,7 +61,11 @@ class Submission:
         return None
 
 
-def validate(bundle: Bundle, protocol: Protocol) -> Submission:
+def validate(
+    bundle: Bundle, protocol: Protocol, datasets: tuple[str, ...] | None = None
+) -> Submission:
+    """Check ``bundle`` (see the module docstring); ``datasets``: the leaderboard's, of which
+    the bundle must have results on at least one."""
     docs = {name: _parse(bundle, name) for name in bundle.files}
     for name in ("manifest.json", "summary.json", "config.yaml", "efficiency.json"):
         if name in docs:
@@ -83,6 +87,12 @@ def validate(bundle: Bundle, protocol: Protocol) -> Submission:
     sub = Submission(bundle, manifest, summary, config, efficiency, docs["per_image.csv"])
     _consistency(sub)
     _protocol(sub, protocol)
+    if datasets is not None and not {r["dataset"] for r in summary["results"]} & set(datasets):
+        found = sorted({r["dataset"] for r in summary["results"]})
+        raise Rejected(
+            f"summary.json: no results on this leaderboard's datasets "
+            f"({', '.join(datasets)}); found {', '.join(found) or 'none'}"
+        )
     if bundle.ignored:
         sub.notes.append(
             f"ignored (never read): {', '.join(bundle.ignored[:10])}"

@@ -614,3 +614,43 @@ def test_validator_config_hash_rule_matches_the_runner():
     from harness.runner import _VOLATILE
 
     assert set(CONFIG_HASH_EXCLUDES) == set(_VOLATILE)
+
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "leaderboard" / "example.yaml"
+
+
+def test_bundle_without_the_leaderboards_datasets_is_rejected(default_run, cli, capsys):
+    code, err = _validate(cli, capsys, default_run, EXAMPLE)
+    assert code == 1 and "no results on this leaderboard's datasets (drealsr)" in err
+
+
+@pytest.mark.slow
+def test_example_config_accepts_osediffs_published_drealsr_outputs(
+    drealsr, cache_dir, tmp_path, cli, capsys
+):
+    """The example leaderboard pins DRealSR's manifest hash: `harness eval --lr` on the 93 real
+    pairs must reproduce it, and the entry ranks with OSEDiff's published 27.92 / 0.7835."""
+    out = tmp_path / "osediff"
+    assert (
+        cli(
+            "eval",
+            "--sr",
+            drealsr / "osediff",
+            "--hr",
+            drealsr / "HR",
+            "--lr",
+            drealsr / "LR",
+            "--metrics",
+            "psnr,ssim",
+            "--out",
+            out,
+        )
+        == 0
+    )
+    capsys.readouterr()
+    code, text = _validate(cli, capsys, out, EXAMPLE)
+    assert code == 0, text
+    assert cli("leaderboard", "build", "--config", EXAMPLE, "--out", tmp_path / "site", out) == 0
+    entry = json.loads((tmp_path / "site" / "leaderboard.json").read_text())["tables"][0]
+    (e,) = entry["entries"]
+    assert (round(e["values"]["psnr"], 2), round(e["values"]["ssim"], 4)) == (27.92, 0.7835)
