@@ -139,7 +139,7 @@ def _safe_name(name: str) -> str:
     bad = (
         not name
         or "\\" in name
-        or "\x00" in name
+        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in name)  # NUL, terminal escapes
         or name.startswith("/")
         or (len(name) > 1 and name[1] == ":")
         or any(p in ("..", "") for p in name.rstrip("/").split("/"))

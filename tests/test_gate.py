@@ -272,3 +272,14 @@ def test_committed_adcsr_tiny_baseline_gates_params_and_macs(cache_dir, tmp_path
     capsys.readouterr()
     assert cli("gate", "--baseline", ADCSR_TINY, out) == 0
     assert "ok       adcsr / macs_fvcore " in capsys.readouterr().out
+
+
+def test_run_dir_defaults_to_the_baselines_own_run(
+    run_copy, baseline, tmp_path, cli, capsys, monkeypatch
+):
+    """`harness gate` alone checks runs/<config hash> (where `harness run` writes by default)."""
+    chash = bl.read(baseline)["source"]["config_hash"]
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(run_copy, tmp_path / "runs" / chash[:12])
+    assert cli("gate", "--baseline", baseline) == 0
+    assert f"runs/{chash[:12]} against" in capsys.readouterr().out

@@ -558,6 +558,7 @@ def test_wrong_dataset_hash_rejected_in_a_zip_too(default_run, lb_config, tmp_pa
         ("/etc/evil.json", "path leaves the bundle"),
         ("run/figures/..\\..\\evil.png", "path leaves the bundle"),
         ("C:/evil.json", "path leaves the bundle"),
+        ("run/\x1b]0;owned\x07.json", "path leaves the bundle or is malformed"),
     ],
 )
 def test_zip_slip_is_rejected(default_run, tmp_path, cli, capsys, name, reason):
