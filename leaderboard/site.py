@@ -48,7 +48,7 @@ _EFF = {
     "macs_fvcore": ("MACs (G)", 1e9, 1),
     "macs_fvcore_plus_attention": ("MACs+attn (G)", 1e9, 1),
     "latency_median_s": ("Latency (s)", 1.0, 4),
-    "peak_memory_bytes": ("Peak mem. (MB)", float(1 << 20), 0),
+    "peak_memory_bytes": ("Peak mem (MB)", float(1 << 20), 0),
 }
 
 
