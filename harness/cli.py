@@ -122,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_weights_parser(sub)
 
+    from harness.gate.cli import add_parser as add_gate_parser
+    from harness.leaderboard.cli import add_parser as add_leaderboard_parser
+
+    add_gate_parser(sub)
+    add_leaderboard_parser(sub)
+
     rp = sub.add_parser(
         "report",
         help="tables (Markdown, LaTeX, CSV), statistics and figures from result directories",
@@ -333,6 +339,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from harness.weights.cli import run as weights
 
             return weights(args)
+        if args.command == "gate":
+            from harness.gate.cli import run as gate
+
+            return gate(args)
+        if args.command == "leaderboard":
+            from harness.leaderboard.cli import run as leaderboard
+
+            return leaderboard(args)
         commands = {"run": cmd_run, "eval": cmd_eval, "profile": cmd_profile, "list": cmd_list,
                     "train": cmd_train, "report": cmd_report}  # fmt: skip
         commands[args.command](args)

@@ -468,3 +468,28 @@ def evaluate(cfg: DictConfig) -> Path:
     extra = {"command": "eval", "methods": list(pairs), "datasets": [dataset]}
     _finish(store, suite, groups, rows, sets, chash, extra, manifest)
     return out
+
+
+def _eval_dataset_entry(pairs: list[tuple[Path, Path]], lr_files: dict[str, Path]) -> dict:
+    """The scored dataset's manifest entry, as ``run`` records it. With ``--lr`` the hash equals
+    a named dataset's over the same LR/HR files; without, LR hashes and scale are null."""
+    from harness.imageio import image_size
+
+    files = [
+        {
+            "name": hr.stem,
+            "lr_sha256": sha256_file(lr_files[sr.stem]) if lr_files else None,
+            "hr_sha256": sha256_file(hr),
+        }
+        for sr, hr in pairs
+    ]
+    scale = None
+    if lr_files:
+        hr0, lr0 = pairs[0][1], lr_files[pairs[0][0].stem]
+        scale = image_size(hr0)[0] // image_size(lr0)[0]
+    return {
+        "manifest_hash": sha256_json({"scale": scale, "files": files}),
+        "n_images": len(files),
+        "scale": scale,
+        "files": files,
+    }

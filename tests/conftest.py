@@ -62,3 +62,14 @@ def fabricated_weights() -> Path:
         fabricate([i for i in MAKERS if not entries[i].location.startswith("harness:")], manifest)
     os.environ["HARNESS_WEIGHTS_MANIFEST"] = str(manifest)
     return manifest
+
+
+@pytest.fixture(scope="session")
+def default_run(cache_dir, tmp_path_factory) -> Path:
+    """The README's default `harness run` (embedded set, bicubic and Lanczos, PSNR/SSIM, profiler
+    on), done once per session. Read-only: tests that alter it work on a copy."""
+    from harness.cli import main
+
+    out = tmp_path_factory.mktemp("default-run") / "run"
+    assert main(["run", "--out", str(out)]) == 0
+    return out
