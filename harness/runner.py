@@ -23,7 +23,7 @@ from harness.datasets.base import match_by_stem
 from harness.envinfo import environment, package_versions, resolve_device
 from harness.errors import HarnessError
 from harness.evaluate import Item, score_items
-from harness.hashing import sha256_file, sha256_json
+from harness.hashing import config_hash, sha256_file, sha256_json
 from harness.imageio import (
     from_tensor,
     image_size,
@@ -38,9 +38,6 @@ from harness.metrics import MetricSuite, Score
 from harness.progress import log, progress_bar
 from harness.store import Row, RunStore, summarise
 
-# Keys that do not change results: left out of the config hash.
-_VOLATILE = ("out", "force", "cache_dir", "metric_workers")
-
 
 @dataclass
 class Group:
@@ -53,10 +50,6 @@ class Group:
     metrics: list[str]  # the metrics that apply (FR ones only with HR)
     sr_dir: Path | None = None  # folders for set-level metrics (FID)
     hr_dir: Path | None = None
-
-
-def config_hash(cfg: dict[str, Any]) -> str:
-    return sha256_json({k: v for k, v in cfg.items() if k not in _VOLATILE})
 
 
 def resolve_dtype(name: str) -> torch.dtype:

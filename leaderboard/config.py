@@ -42,10 +42,10 @@ EFFICIENCY_COLUMNS = (
     "latency_median_s",
     "peak_memory_bytes",
 )
+# not `impl`: an own implementation is held equal to pyiqa by tests (as in reports/drift.py)
 METRIC_PROTOCOL_KEYS = (
     "pyiqa_id",
     "options",
-    "impl",
     "reference",
     "lower_better",
     "per",

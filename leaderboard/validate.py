@@ -22,12 +22,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.hashing import sha256_json
+from harness.hashing import config_hash, sha256_json
 from harness.leaderboard.bundle import Bundle, Rejected, walk
 from harness.leaderboard.config import METRIC_PROTOCOL_KEYS, Protocol
 
-# The keys the run's config hash leaves out (ARCHITECTURE.md, summary.json "config_hash").
-CONFIG_HASH_EXCLUDES = ("out", "force", "cache_dir")
 MAX_NAME = 128
 MAX_TEXT = 4000
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -212,6 +210,10 @@ def _schema_manifest(m: Any) -> None:
         wm = f"{w}.methods.{name}"
         if not isinstance(entry, dict):
             raise Rejected(f"{wm}: expected an object")
+        if "weights_digest" not in entry and "sr_key" in entry:  # harness eval: outputs only
+            if not _HEX64.match(_need(entry, "sr_key", str, wm)):
+                raise Rejected(f"{wm}.sr_key: not a sha256 hex digest")
+            continue
         if not _DIGEST.match(_need(entry, "weights_digest", str, wm)):
             raise Rejected(f"{wm}.weights_digest: not a weights digest (hex and '+')")
         card = _need(entry, "card", dict, wm)
@@ -293,10 +295,6 @@ def _schema_efficiency(e: Any) -> None:
 
 
 # ----------------------------------------------------------------------------- 3. consistency
-
-
-def config_hash(config: dict[str, Any]) -> str:
-    return sha256_json({k: v for k, v in config.items() if k not in CONFIG_HASH_EXCLUDES})
 
 
 def _consistency(sub: Submission) -> None:
@@ -464,6 +462,11 @@ def _protocol(sub: Submission, p: Protocol) -> None:
             )
     for method, digest in (p.weights or {}).items():
         entry = (m.get("methods") or {}).get(method)
+        if entry is not None and "weights_digest" not in entry:
+            raise Rejected(
+                f"manifest.json: {method} comes from harness eval (outputs only, no weights "
+                f"digest), but the leaderboard pins its weights"
+            )
         if entry is not None and entry["weights_digest"] != digest:
             raise Rejected(
                 f"manifest.json: {method} weights_digest {entry['weights_digest'][:40]!r}"
@@ -512,7 +515,7 @@ def protocol_block(subs: list[Submission]) -> dict[str, Any]:
             if h is not None and out["datasets"].setdefault(ds, h) != h:
                 raise Rejected(f"{src}: dataset {ds} manifest hash differs from another run's")
         for method, entry in (sub.manifest.get("methods") or {}).items():
-            d = entry["weights_digest"]
+            d = entry.get("weights_digest")  # None for harness eval entries
             if d and out["weights"].setdefault(method, d) != d:
                 raise Rejected(f"{src}: {method} weights digest differs from another run's")
     return out
