@@ -103,9 +103,10 @@ def sr_stage(
 
 
 def _upscale(method, ds, cache, group, lr: torch.Tensor, seed: int) -> None:
-    torch.manual_seed(image_seed(seed, ds.name, group[0].name))
+    seeds = [image_seed(seed, ds.name, s.name) for s in group]
+    torch.manual_seed(seeds[0])  # for adapters that still draw from the global generator
     with torch.inference_mode():
-        sr = method.upscale(lr)
+        sr = method.upscale_seeded(lr, seeds)  # stochastic methods: one seed per image
     want = (lr.shape[0], 3, lr.shape[2] * method.scale, lr.shape[3] * method.scale)
     if tuple(sr.shape) != want:
         raise RuntimeError(f"{method.card.name} returned {tuple(sr.shape)}, expected {want}")
@@ -263,7 +264,7 @@ def run(cfg: DictConfig) -> Path:
                 "config": m.cfg,
                 "weights": digests[m.card.name],
                 "signature": m.output_signature(device, dtype),
-                "seed": seed,
+                "seed": seed if m.card.stochastic else None,  # deterministic: seed-independent
                 "dataset": ds.manifest_hash(),
             }
             cache = SRCache(cache_dir, m.card.name, key_inputs).open()

@@ -31,6 +31,8 @@ from harness.errors import HarnessError
 PYIQA_HF = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
 TORCHVISION = "https://download.pytorch.org/models"
 ADCSR_HF = "https://huggingface.co/Guaishou74851/AdcSR/resolve/main"
+SINSR_GH = "https://github.com/wyf0912/SinSR/releases/download/v1.0"
+RESSHIFT_GH = "https://github.com/zsyOAOA/ResShift/releases/download/v2.0"
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,11 @@ BUILTIN: tuple[WeightEntry, ...] = (
                 "harness:adcsr", ("adcsr",), "Apache-2.0"),
     WeightEntry("adcsr-halfdecoder", "halfDecoder.ckpt", f"{ADCSR_HF}/halfDecoder.ckpt",
                 "harness:adcsr", ("adcsr",), "Apache-2.0"),
+    # SinSR: no sha256 is published for either release asset (presence checked only)
+    WeightEntry("sinsr-unet", "SinSR_v1.pth", f"{SINSR_GH}/SinSR_v1.pth", "harness:sinsr",
+                ("sinsr",), "CC BY-NC-SA 4.0 (SinSR)"),
+    WeightEntry("sinsr-vq-f4", "autoencoder_vq_f4.pth", f"{RESSHIFT_GH}/autoencoder_vq_f4.pth",
+                "harness:sinsr", ("sinsr",), "S-Lab License 1.0 (ResShift)"),
     WeightEntry("testset-div2k-val", "DIV2K-Val.zip", f"{ADCSR_HF}/DIV2K-Val.zip", "data",
                 ("div2k_val",), "DIV2K: academic research only", unpack=True),
     WeightEntry("testset-realsr", "RealSR.zip", f"{ADCSR_HF}/RealSR.zip", "data", ("realsr",),
