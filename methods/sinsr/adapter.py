@@ -37,7 +37,7 @@ from harness.methods.sinsr.checkpoint import UNET_PREFIXES, VQ_PREFIXES, read_st
 SINSR_RELEASE = "https://github.com/wyf0912/SinSR/releases/download/v1.0"
 RESSHIFT_RELEASE = "https://github.com/zsyOAOA/ResShift/releases/download/v2.0"
 UNET_FILE, VQ_FILE = "SinSR_v1.pth", "autoencoder_vq_f4.pth"
-PAD_MULTIPLE = 64  # official Sampler desired_min_size
+PAD_MULTIPLE = 64  # official Sampler desired_min_size (method.pad_multiple)
 DEFAULT_SEED = 12345  # the official --seed, for calls without per-image seeds
 
 
@@ -121,6 +121,13 @@ class SinSR(SRMethod):
             )
         return size, stride
 
+    def _pad_multiple(self) -> int:
+        multiple = int(self.cfg.get("pad_multiple", PAD_MULTIPLE))
+        need = self._arch()[0].downsample
+        if multiple < 1 or multiple % need:
+            raise HarnessError(f"sinsr: pad_multiple ({multiple}) must be a multiple of {need}")
+        return multiple
+
     def build_model(self) -> SinSRNet:
         unet, vq = self._arch()
         return SinSRNet(unet, vq)
@@ -147,11 +154,13 @@ class SinSR(SRMethod):
 
     def weights_digest(self) -> str:
         self._chop()
+        self._pad_multiple()
         return "+".join(file_digest(f)[:16] for f in self._check_files())
 
     def load(self, device: torch.device, dtype: torch.dtype, random_init: bool = False) -> None:
         super().load(device, dtype, random_init)
         self._chop()
+        self.pad = self._pad_multiple()
         net = self.build_model()
         if not random_init:
             unet_file, vq_file = self._check_files()
@@ -181,13 +190,13 @@ class SinSR(SRMethod):
     def _sample(self, lr: torch.Tensor, gens: Sequence[torch.Generator]) -> torch.Tensor:
         """One tile: LR in [0, 1] -> SR in [-1, 1] (cropped, clamped)."""
         h, w = lr.shape[-2:]
-        x = reflect_pad((lr.to(self.device, torch.float32) - 0.5) / 0.5, PAD_MULTIPLE)
+        x = reflect_pad((lr.to(self.device, torch.float32) - 0.5) / 0.5, self.pad)
         y = self.net(x, self._noise(x.shape[-2:], gens))
         return y[..., : h * self.scale, : w * self.scale].clamp(-1.0, 1.0)
 
     def network_inputs(self, lr: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(padded LR in [-1, 1], noise) as :meth:`upscale` feeds ``SinSRNet`` (one tile)."""
-        x = reflect_pad((lr.to(self.device, torch.float32) - 0.5) / 0.5, PAD_MULTIPLE)
+        x = reflect_pad((lr.to(self.device, torch.float32) - 0.5) / 0.5, self.pad)
         gens = [torch.Generator().manual_seed(DEFAULT_SEED) for _ in range(lr.shape[0])]
         return x, self._noise(x.shape[-2:], gens)
 

@@ -99,7 +99,7 @@ class VQConfig:
 
     @classmethod
     def tiny(cls) -> VQConfig:
-        return cls(ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, n_embed=64)
+        return cls(ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, n_embed=64)
 
     @property
     def factor(self) -> int:
