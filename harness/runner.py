@@ -66,6 +66,27 @@ def image_seed(seed: int, dataset: str, image: str) -> int:
 # ----------------------------------------------------------------------------- SR stage
 
 
+def sr_key_inputs(
+    method: SRMethod,
+    weights: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    seed: int,
+    ds: ImageDataset,
+) -> dict[str, Any]:
+    """What the SR cache key hashes. The run seed counts only for stochastic methods: a
+    deterministic method's outputs are shared across seeds."""
+    return {
+        "method": method.card.name,
+        "adapter_version": method.version,
+        "config": method.cfg,
+        "weights": weights,
+        "signature": method.output_signature(device, dtype),
+        "seed": seed if method.card.stochastic else None,
+        "dataset": ds.manifest_hash(),
+    }
+
+
 def sr_stage(
     method: SRMethod,
     ds: ImageDataset,
@@ -258,15 +279,7 @@ def run(cfg: DictConfig) -> Path:
                 raise HarnessError(
                     f"method '{m.card.name}' is x{m.scale} but dataset '{ds.name}' is x{ds.scale}"
                 )
-            key_inputs = {
-                "method": m.card.name,
-                "adapter_version": m.version,
-                "config": m.cfg,
-                "weights": digests[m.card.name],
-                "signature": m.output_signature(device, dtype),
-                "seed": seed if m.card.stochastic else None,  # deterministic: seed-independent
-                "dataset": ds.manifest_hash(),
-            }
+            key_inputs = sr_key_inputs(m, digests[m.card.name], device, dtype, seed, ds)
             cache = SRCache(cache_dir, m.card.name, key_inputs).open()
             entry = manifest["methods"].setdefault(
                 m.card.name,

@@ -262,6 +262,16 @@ def test_an_images_output_depends_on_nothing_but_itself(official, tmp_path):
     assert len(set(alone.values())) == 4
 
 
+def test_batched_forward_is_an_option_and_close(official):
+    """batch_invariant=false: one forward per batch; kernels then sum in another order, so
+    values move by ~1e-6 (the reason the default sends images one at a time)."""
+    lr = _lr(4, 16, 12)
+    with torch.no_grad():
+        one = _method(official).upscale(lr, seeds=[1, 2, 3, 4])
+        batched = _method(official, batch_invariant=False).upscale(lr, seeds=[1, 2, 3, 4])
+    assert (one - batched).abs().max() < 1e-4
+
+
 def test_noise_is_one_generator_per_image(official):
     m = _method(official)
     seen = []
@@ -329,27 +339,34 @@ def test_math_and_sdpa_autoencoder_attention_agree(official):
 # ----------------------------------------------------------------------------- through the CLI
 
 
-def test_harness_run_on_the_embedded_set(cache_dir, official, tmp_path, cli, capsys):
-    runs = {}
-    for seed in (0, 1):
-        out = tmp_path / f"run{seed}"
-        rc = cli("run", "--methods", "sinsr,bicubic", "--out", out, "method.sinsr.arch=tiny",
-                 f"method.sinsr.weights_dir={official}", "method.sinsr.batch_size=3",
-                 f"seed={seed}", "profile.enabled=false")  # fmt: skip
-        assert rc == 0
-        runs[seed] = json.loads((out / "manifest.json").read_text())["methods"]
-    rows = (tmp_path / "run0" / "per_image.csv").read_text().strip().splitlines()
+def test_harness_run_on_the_embedded_set(cache_dir, official, tmp_path, cli):
+    out = tmp_path / "run"
+    rc = cli("run", "--methods", "sinsr", "--out", out, "method.arch=tiny",
+             f"method.weights_dir={official}", "method.batch_size=3",
+             "profile.enabled=false")  # fmt: skip
+    assert rc == 0
+    rows = (out / "per_image.csv").read_text().strip().splitlines()
     assert sum(r.startswith("sinsr,embedded,") for r in rows) == 6
-    card = runs[0]["sinsr"]["card"]
-    assert card["stochastic"] and card["deviations"]
-    # the run seed is part of the SR cache key for SinSR only
-    sinsr_dirs = [runs[s]["sinsr"]["sr_cache"]["embedded"] for s in (0, 1)]
-    bicubic_dirs = [runs[s]["bicubic"]["sr_cache"]["embedded"] for s in (0, 1)]
-    assert sinsr_dirs[0] != sinsr_dirs[1] and bicubic_dirs[0] == bicubic_dirs[1]
-    name = sorted(os.listdir(sinsr_dirs[0]))[0]
-    assert name.endswith(".png") and read_rgb(f"{sinsr_dirs[0]}/{name}").shape == (512, 512, 3)
-    assert not np.array_equal(read_rgb(f"{sinsr_dirs[0]}/{name}"),
-                              read_rgb(f"{sinsr_dirs[1]}/{name}"))  # fmt: skip
+    entry = json.loads((out / "manifest.json").read_text())["methods"]["sinsr"]
+    assert entry["card"]["stochastic"] and entry["card"]["deviations"]
+    folder = entry["sr_cache"]["embedded"]
+    pngs = sorted(n for n in os.listdir(folder) if n.endswith(".png"))
+    assert len(pngs) == 6 and read_rgb(f"{folder}/{pngs[0]}").shape == (512, 512, 3)
+
+
+def test_the_run_seed_keys_stochastic_methods_only(official, tmp_path):
+    from harness.cache import SRCache
+    from harness.methods.classical import Bicubic
+    from harness.runner import sr_key_inputs
+
+    ds = ImageDataset("set", [Sample("a", _folder(tmp_path, n=1)[0])], 4)
+    keys = {}
+    for method in (SinSR({"arch": "tiny"}), Bicubic({})):
+        for seed in (0, 1):
+            inputs = sr_key_inputs(method, "w", CPU, torch.float32, seed, ds)
+            keys[method.card.name, seed] = SRCache(tmp_path, method.card.name, inputs).key
+    assert keys["sinsr", 0] != keys["sinsr", 1]
+    assert keys["bicubic", 0] == keys["bicubic", 1]
 
 
 def test_missing_weights_fail_before_any_work(tmp_path, cli, capsys):

@@ -165,8 +165,12 @@ def main() -> int:
             "swin_depth": u.swin_depth, "swin_embed_dim": u.swin_embed_dim,
             "window_size": u.window_size, "mlp_ratio": u.mlp_ratio,
         }  # fmt: skip
-        job["vq_params"] = {"ch": vq_cfg.ch, "ch_mult": list(vq_cfg.ch_mult),
-                            "num_res_blocks": vq_cfg.num_res_blocks, "n_embed": vq_cfg.n_embed}  # fmt: skip
+        job["vq_params"] = {
+            "ch": vq_cfg.ch,
+            "ch_mult": list(vq_cfg.ch_mult),
+            "num_res_blocks": vq_cfg.num_res_blocks,
+            "n_embed": vq_cfg.n_embed,
+        }
     (out / "job.json").write_text(json.dumps(job, indent=2))
     print("official ...", flush=True)
     t0 = time.perf_counter()
@@ -218,8 +222,10 @@ def main() -> int:
     print(f"{'attention':9s} {'image':28s} {'tiles':>5s} {'max|float|':>11s} {'max 8-bit':>9s} "
           f"{'px differ':>9s} {'clamped':>8s}")  # fmt: skip
     for r in rows:
-        print(f"{r['attention']:9s} {r['image']:28s} {r['tiles']:5d} {r['max_abs_float']:11.3g} "
-              f"{r['max_8bit']:9d} {r['pixels_differing_8bit']:9.2%} {r['clamped_fraction']:8.2%}")  # fmt: skip
+        print(
+            f"{r['attention']:9s} {r['image']:28s} {r['tiles']:5d} {r['max_abs_float']:11.3g} "
+            f"{r['max_8bit']:9d} {r['pixels_differing_8bit']:9.2%} {r['clamped_fraction']:8.2%}"
+        )
     print(f"masks equal: {masks}")
     print(f"{'PASS' if ok else 'FAIL'}: report in {out / 'equivalence.json'}")
     return 0 if ok else 1

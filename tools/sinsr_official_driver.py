@@ -29,7 +29,6 @@ def main(job_path: str) -> None:
     sys.path.insert(0, str(checkout))
 
     import torch
-
     import torchvision.transforms._functional_tensor as ft
 
     sys.modules.setdefault("torchvision.transforms.functional_tensor", ft)
@@ -45,9 +44,8 @@ def main(job_path: str) -> None:
 
         torch.load = cpu_load
 
-    from omegaconf import OmegaConf
-
     import sampler as official
+    from omegaconf import OmegaConf
 
     if device == "cpu":
 

@@ -72,7 +72,8 @@ class SinSR(SRMethod):
         display_name="SinSR",
         paper="Wang et al., SinSR: Diffusion-Based Image Super-Resolution in a Single Step, "
         "CVPR 2024 (arXiv:2311.14760)",
-        license="CC BY-NC-SA 4.0 (code and weights, academic use); ResShift parts S-Lab License 1.0",
+        license="CC BY-NC-SA 4.0 (code and weights, academic use); ResShift parts: "
+        "S-Lab License 1.0",
         scale=4,
         steps=1,
         code="https://github.com/wyf0912/SinSR (on https://github.com/zsyOAOA/ResShift)",
@@ -98,7 +99,10 @@ class SinSR(SRMethod):
             "Images of one batch share a tile grid only if they share a size (the runner "
             "batches same-size images only); the official script runs one image at a time.",
         ),
-        notes="One step of ResShift's 15-step schedule (t index 14, kappa 2, eta_T 0.99^2); "
+        notes="batch_invariant=true (default) sends the images of a batch through the networks "
+        "one at a time, so batching never changes an image's bytes; false runs one forward per "
+        "batch (faster on a GPU; the last bits then depend on the batch size). "
+        "One step of ResShift's 15-step schedule (t index 14, kappa 2, eta_T 0.99^2); "
         "no colour fix. The shifted-window attention mask is the official one, which masks "
         "by the token's column within the window (see methods/sinsr/arch.py).",
     )
@@ -191,7 +195,13 @@ class SinSR(SRMethod):
         """One tile: LR in [0, 1] -> SR in [-1, 1] (cropped, clamped)."""
         h, w = lr.shape[-2:]
         x = reflect_pad((lr.to(self.device, torch.float32) - 0.5) / 0.5, self.pad)
-        y = self.net(x, self._noise(x.shape[-2:], gens))
+        noise = self._noise(x.shape[-2:], gens)
+        if self.cfg.get("batch_invariant", True):
+            # kernels sum in another order for another batch size (~1e-6, now and then one
+            # 8-bit level): one image per forward keeps every image's bytes batch-independent
+            y = torch.cat([self.net(x[i : i + 1], noise[i : i + 1]) for i in range(len(x))])
+        else:
+            y = self.net(x, noise)
         return y[..., : h * self.scale, : w * self.scale].clamp(-1.0, 1.0)
 
     def network_inputs(self, lr: torch.Tensor) -> tuple[torch.Tensor, ...]:

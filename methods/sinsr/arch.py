@@ -208,9 +208,7 @@ class WindowAttention(nn.Module):
         super().__init__()
         self.heads = heads
         self.scale = (dim // heads) ** -0.5
-        self.relative_position_bias_table = nn.Parameter(
-            torch.zeros((2 * window - 1) ** 2, heads)
-        )
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, heads))
         self.register_buffer("relative_position_index", relative_position_index(window))
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
@@ -579,8 +577,10 @@ class Quantizer(nn.Module):
         for i in range(b):
             for s in range(0, h * w, self.CHUNK):
                 rows = zf[i, s : s + self.CHUNK]
-                d = torch.sum(rows**2, dim=1, keepdim=True) + e2 - 2 * torch.einsum(
-                    "bd,dn->bn", rows, et
+                d = (
+                    torch.sum(rows**2, dim=1, keepdim=True)
+                    + e2
+                    - 2 * torch.einsum("bd,dn->bn", rows, et)
                 )
                 index[i, s : s + self.CHUNK] = torch.argmin(d, dim=1)
         zq = self.embedding(index).view(b, h, w, c)
