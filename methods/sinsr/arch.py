@@ -4,7 +4,7 @@ Step", CVPR 2024), written from their published structure.
 * :class:`SwinUNet`: ResShift's denoiser (``models.unet.UNetModelSwin``): a UNet of
   scale-shift ResBlocks with a Swin-Transformer layer after the first ResBlock of every level
   listed in ``attention_resolutions`` and in the middle; it predicts x0 directly. At the paper's
-  widths it has 118,589,699 parameters.
+  widths it has 118,593,583 parameters.
 * :class:`VQAutoencoder`: the LDM VQ-f4 autoencoder (``ldm.models.autoencoder.VQModelTorch``):
   encoder + ``quant_conv`` (no quantisation on the way in), nearest-code quantisation over 8192
   codes + ``post_quant_conv`` + decoder on the way out.
