@@ -67,6 +67,27 @@ def image_seed(seed: int, dataset: str, image: str) -> int:
 # ----------------------------------------------------------------------------- SR stage
 
 
+def sr_key_inputs(
+    method: SRMethod,
+    weights: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    seed: int,
+    ds: ImageDataset,
+) -> dict[str, Any]:
+    """What the SR cache key hashes. The run seed counts only for stochastic methods: a
+    deterministic method's outputs are shared across seeds."""
+    return {
+        "method": method.card.name,
+        "adapter_version": method.version,
+        "config": method.cfg,
+        "weights": weights,
+        "signature": method.output_signature(device, dtype),
+        "seed": seed if method.card.stochastic else None,
+        "dataset": ds.manifest_hash(),
+    }
+
+
 def sr_stage(
     method: SRMethod,
     ds: ImageDataset,
@@ -104,9 +125,10 @@ def sr_stage(
 
 
 def _upscale(method, ds, cache, group, lr: torch.Tensor, seed: int) -> None:
-    torch.manual_seed(image_seed(seed, ds.name, group[0].name))
+    seeds = [image_seed(seed, ds.name, s.name) for s in group]
+    torch.manual_seed(seeds[0])  # for adapters that still draw from the global generator
     with torch.inference_mode():
-        sr = method.upscale(lr)
+        sr = method.upscale_seeded(lr, seeds)  # stochastic methods: one seed per image
     want = (lr.shape[0], 3, lr.shape[2] * method.scale, lr.shape[3] * method.scale)
     if tuple(sr.shape) != want:
         raise RuntimeError(f"{method.card.name} returned {tuple(sr.shape)}, expected {want}")
@@ -282,15 +304,7 @@ def run(cfg: DictConfig) -> Path:
                 raise HarnessError(
                     f"method '{m.card.name}' is x{m.scale} but dataset '{ds.name}' is x{ds.scale}"
                 )
-            key_inputs = {
-                "method": m.card.name,
-                "adapter_version": m.version,
-                "config": m.cfg,
-                "weights": digests[m.card.name],
-                "signature": m.output_signature(device, dtype),
-                "seed": seed,
-                "dataset": ds.manifest_hash(),
-            }
+            key_inputs = sr_key_inputs(m, digests[m.card.name], device, dtype, seed, ds)
             cache = SRCache(cache_dir, m.card.name, key_inputs).open()
             entry = manifest["methods"].setdefault(
                 m.card.name,

@@ -120,3 +120,20 @@ def test_full_size_counts_match_the_papers():
 
     total, _ = fvcore_macs(Call(unet), (torch.rand(1, 4, 64, 64),))
     assert total == pytest.approx(339.5e9, rel=1e-3)
+
+
+def test_ptflops_counts_a_network_with_two_inputs():
+    from harness.profiler.count import fvcore_macs, ptflops_macs
+
+    class Two(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(2, 4, 1)
+
+        def forward(self, x, y):
+            return self.a(x) + self.b(y)
+
+    inputs = (torch.rand(1, 3, 8, 8), torch.rand(1, 2, 8, 8))
+    total, _ = fvcore_macs(Two(), inputs)
+    assert total == 8 * 8 * 4 * (3 + 2)
+    assert ptflops_macs(Two(), inputs) >= total  # ptflops also counts biases and the add

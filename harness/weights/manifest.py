@@ -35,6 +35,8 @@ ADCSR_HF = "https://huggingface.co/Guaishou74851/AdcSR/resolve/main"
 OSEDIFF_RAW = (
     "https://raw.githubusercontent.com/cswry/OSEDiff/fcc4f09c7ed66a9bc0ba9433940d76b343142426"
 )
+SINSR_GH = "https://github.com/wyf0912/SinSR/releases/download/v1.0"
+RESSHIFT_GH = "https://github.com/zsyOAOA/ResShift/releases/download/v2.0"
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,11 @@ BUILTIN: tuple[WeightEntry, ...] = (
                 f"{OSEDIFF_RAW}/ram/data/ram_tag_list_threshold.txt", "harness:osediff", ("osediff",),
                 "Apache-2.0 (recognize-anything)",
                 sha256="b6f81d0de1bc7f9c251af512c413eae976c77dbfbadf700d4e3d90510f4c6447", size=22016),
+    # SinSR: no sha256 is published for either release asset (presence checked only)
+    WeightEntry("sinsr-unet", "SinSR_v1.pth", f"{SINSR_GH}/SinSR_v1.pth", "harness:sinsr",
+                ("sinsr",), "CC BY-NC-SA 4.0 (SinSR)"),
+    WeightEntry("sinsr-vq-f4", "autoencoder_vq_f4.pth", f"{RESSHIFT_GH}/autoencoder_vq_f4.pth",
+                "harness:sinsr", ("sinsr",), "S-Lab License 1.0 (ResShift)"),
     WeightEntry("testset-div2k-val", "DIV2K-Val.zip", f"{ADCSR_HF}/DIV2K-Val.zip", "data",
                 ("div2k_val",), "DIV2K: academic research only", unpack=True),
     WeightEntry("testset-realsr", "RealSR.zip", f"{ADCSR_HF}/RealSR.zip", "data", ("realsr",),
