@@ -2,7 +2,8 @@
 
 One table per dataset: a row per method, a column per metric with an arrow for the better
 direction (↑ higher is better, ↓ lower), the best value of each column in bold. A mean that could
-not be computed shows as ``n/a`` with a numbered footnote giving the reason.
+not be computed shows as ``n/a`` with a numbered footnote giving the reason; cells with the same
+cause (one missing weight file, across methods and datasets) share one footnote.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def render(summary: dict[str, Any]) -> str:
     for r in summary["results"]:
         if r["dataset"] not in datasets:
             datasets.append(r["dataset"])
-    notes: list[str] = []
+    notes: dict[str, int] = {}  # cause -> footnote number
     parts: list[str] = []
     for ds in datasets:
         results = [r for r in summary["results"] if r["dataset"] == ds]
@@ -49,8 +50,9 @@ def render(summary: dict[str, Any]) -> str:
             for s in specs:
                 m = r["metrics"][s["name"]]
                 if m["mean"] is None:
-                    notes.append(f"{r['method']} on {ds}, {s['name']}: {m['reason']}")
-                    cells.append(f"n/a[{len(notes)}]")
+                    cause = m.get("cause") or m["reason"]
+                    number = notes.setdefault(cause, len(notes) + 1)
+                    cells.append(f"n/a[{number}]")
                     continue
                 text = f"{m['mean']:.{s['decimals']}f}"
                 is_best = round(m["mean"], s["decimals"]) == best[s["name"]]
@@ -59,7 +61,7 @@ def render(summary: dict[str, Any]) -> str:
         parts.append("\n".join(lines))
     text = "\n\n".join(parts) + "\n"
     if notes:
-        text += "\n" + "\n".join(f"[{i}] {note}" for i, note in enumerate(notes, 1)) + "\n"
+        text += "\n" + "\n".join(f"[{i}] {note}" for note, i in notes.items()) + "\n"
     return text
 
 
@@ -80,22 +82,39 @@ def render_efficiency(eff: dict[str, Any]) -> str:
         else "### Efficiency",
         "",
         f"| Method | Steps | Params (M) | MACs fvcore (G) | MACs +attention (G) | "
-        f"Latency median (s) [p10-p90] | Peak memory (MB) | Latency vs {ref} |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"Latency median (s) [p10-p90] | Runs | Memory added (MB) | Peak memory (MB) | "
+        f"Latency vs {ref} |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    unreliable = False
     for r in rows:
         ratio = r.get("latency_median_s_ratio")
-        mem = f"{r['peak_memory_bytes'] / 2**20:.0f} ({r['memory_kind']})"
+        added = r.get("added_memory_bytes")
+        flag = " †" if r.get("latency_unreliable") else ""
+        unreliable = unreliable or bool(flag)
         lines.append(
             f"| {r['method']} | {r['steps'] or '-'} | {r['params'] / 1e6:.2f} | "
             f"{_g(r['macs_fvcore'])} | {_g(r['macs_fvcore_plus_attention'])} | "
-            f"{r['latency_median_s']:.4f} [{r['latency_p10_s']:.4f}-{r['latency_p90_s']:.4f}] | "
-            f"{mem} | {'n/a' if ratio is None else f'{ratio:.2f}x'} |"
+            f"{r['latency_median_s']:.4f} [{r['latency_p10_s']:.4f}-{r['latency_p90_s']:.4f}]"
+            f"{flag} | {r.get('latency_runs', '')} | "
+            f"{'n/a' if added is None else f'{added / 2**20:.0f}'} | "
+            f"{r['peak_memory_bytes'] / 2**20:.0f} ({r['memory_kind']}) | "
+            f"{'n/a' if ratio is None else f'{ratio:.2f}x'} |"
         )
     notes = [
         "MACs: one multiply-add = 1. fvcore (the papers' convention) skips attention; "
-        "'+attention' adds the Q.K^T and A.V matmuls of every attention call."
+        "'+attention' adds the Q.K^T and A.V matmuls of every attention call.",
+        "Memory added: what the method adds to the process (its load, plus the peak of the "
+        "timed runs above the memory in use before them). Peak memory: the absolute peak "
+        "during the timed runs (whole process on a CPU), which depends on what ran before.",
     ]
+    if unreliable:
+        spread = max(r.get("latency_spread") or 0 for r in rows)
+        notes.append(
+            "† latency unreliable: the runs' IQR/median is above profile.unreliable_spread "
+            f"(largest here {spread:.2f}); a busy machine? Rerun with a larger --max-time or "
+            "--runs."
+        )
     for r in rows:
         if r.get("macs_fvcore") and r.get("macs_ptflops") is not None:
             d = (r["macs_ptflops"] - r["macs_fvcore"]) / r["macs_fvcore"] * 100

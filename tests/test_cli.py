@@ -86,8 +86,8 @@ def _error_line(capsys) -> str:
         (["run", "--datasets", "nope"], "unknown dataset 'nope'"),
         (["run", "--metrics", "nope"], "unknown metric 'nope'"),
         (["run", "not_an_override"], "overrides look like key=value"),
-        (["run", "seed=[unclosed"], "config:"),
-        (["run", "--dtype", "fp16", "--device", "cpu", "dtype=fp8"], "--dtype: 'fp8'"),
+        (["run", "seed=[unclosed"], "override seed=[unclosed:"),
+        (["run", "--dtype", "fp16", "--device", "cpu", "dtype=fp8"], "dtype='fp8' (--dtype)"),
     ],
 )
 def test_bad_names_give_one_line_errors(cache_dir, tmp_path, cli, capsys, args, message):
@@ -149,14 +149,14 @@ def test_eval_size_mismatch(pairs, cli, capsys):
     write_png(pairs / "sr" / "b.png", np.zeros((32, 24, 3), np.uint8))
     assert _eval(cli, pairs) == 2
     assert "b.png: size 24x32 differs from HR" in _error_line(capsys)
-    assert not (pairs / "out" / "per_image.csv").exists()
+    assert not (pairs / "out").exists()  # no config.yaml or manifest.json either
 
 
 def test_eval_corrupt_png(pairs, cli, capsys):
     (pairs / "sr" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     assert _eval(cli, pairs) == 2
-    assert "a.png: cannot decode image" in _error_line(capsys)
-    assert not (pairs / "out" / "per_image.csv").exists()
+    assert "a.png: not a readable image" in _error_line(capsys)
+    assert not (pairs / "out").exists()  # nothing left behind
 
 
 def test_eval_converts_gray_rgba_and_16bit(pairs, cli, capsys):

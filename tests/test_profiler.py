@@ -74,7 +74,7 @@ def test_profile_cli_writes_efficiency_table(tmp_path, cli, capsys):
     ("args", "message"),
     [
         (["--methods", "nope"], "unknown method 'nope'"),
-        (["--methods", "bicubic", "--lr-size", "0"], "LR size 0x0 is not positive"),
+        (["--methods", "bicubic", "--lr-size", "0"], "profile.lr_size=0 (--lr-size): must be >= 1"),
         (["--methods", "bicubic", "--reference", "lanczos"], "'lanczos' is not among --methods"),
     ],
 )

@@ -55,4 +55,23 @@ def test_report_arrows_bold_best_and_footnotes():
     assert "| b | **25.00** | **0.2000** |" in text
     assert "| a | 20.00 | 0.3000 |" in text
     assert "| c | 22.00 | n/a[1] |" in text
-    assert "[1] c on ds, lpips: 1 of 1 images missing: no weights" in text
+    assert "[1] no weights" in text
+
+
+def test_one_footnote_per_cause_not_per_cell():
+    """suite=paper with a missing weight file: every method x dataset cell of that metric points
+    at one footnote (mutation caught: numbering a note per cell)."""
+    why = "missing LPIPS_v0.1_alex-df73285e.pth; get it with `harness weights fetch lpips`"
+    rows = []
+    for ds in ("d1", "d2"):
+        for m in ("a", "b"):
+            rows.append(Row(m, ds, "x", "k", {"psnr": 20.0, "lpips": None}, {"lpips": why}))
+    rows.append(Row("c", "d1", "x", "k", {"psnr": 20.0, "lpips": None}, {"lpips": "boom"}))
+    rows.append(Row("c", "d1", "y", "k", {"psnr": 20.0, "lpips": 0.1}, {}))
+    groups = [("a", "d1", 1), ("b", "d1", 1), ("c", "d1", 2), ("a", "d2", 1), ("b", "d2", 1)]
+    applicable = {"d1": ["psnr", "lpips"], "d2": ["psnr", "lpips"]}
+    summary = {"metrics": SPECS, "results": summarise(rows, groups, SPECS, applicable)}
+    text = render(json.loads(json.dumps(summary)))
+    assert text.count("n/a[1]") == 4 and text.count("n/a[2]") == 1
+    notes = [line for line in text.splitlines() if line.startswith("[")]
+    assert notes == [f"[1] {why}", "[2] 1 of 2 images: boom"]

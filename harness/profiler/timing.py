@@ -1,15 +1,23 @@
 """Latency and peak memory of a callable, with warm-up runs excluded.
 
+How many timed runs: ``runs`` when given; otherwise chosen from a time budget, as timeit's
+``autorange`` and pytest-benchmark's ``max_time`` do: the last warm-up call (or the first timed
+one without warm-up) estimates a call's duration, and the count is ``max_time`` / that duration,
+at least ``min_runs`` and at most ``max_runs``. A slow method gets ``min_runs`` runs, a fast one
+fills the budget.
+
 On CUDA every run is timed twice: by CUDA events around the call, and by ``perf_counter`` after
 ``torch.cuda.synchronize()`` on both sides (the two must agree; their median gap is reported). On
 the CPU ``perf_counter`` alone. Peak memory: ``torch.cuda.max_memory_allocated`` over the timed
 runs on CUDA; on the CPU the process's peak resident set size during the timed runs, sampled
-every 2 ms from ``/proc/self/statm`` (the figure includes the interpreter and libraries; the RSS
-before the runs is reported beside it).
+every 2 ms from ``/proc/self/statm`` (the figure includes the interpreter and libraries; the
+memory in use before the runs, ``baseline_memory_bytes``, is reported beside it, and the
+profiler subtracts what was in use before the method was loaded).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import threading
@@ -19,6 +27,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+MAX_RUNS = 1000  # a budget-chosen count never exceeds this (very fast calls)
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -82,20 +91,67 @@ class Timing:
     def iqr(self) -> float:
         return self.quantile(0.75) - self.quantile(0.25)
 
+    @property
+    def spread(self) -> float:
+        """IQR / median: the relative spread of the timed runs."""
+        return self.iqr / self.median if self.median > 0 else 0.0
 
-def measure(fn: Callable[[], object], device: torch.device, runs: int, warmup: int) -> Timing:
-    """Call ``fn`` ``warmup`` times untimed, then ``runs`` times timed."""
-    if runs < 1 or warmup < 0:
-        raise ValueError("runs must be >= 1 and warmup >= 0")
+
+def memory_in_use(device: torch.device) -> int:
+    """Bytes in use now: CUDA memory allocated on ``device``, or the process's resident set."""
+    if device.type == "cuda":
+        return torch.cuda.memory_allocated(device)
+    return _rss_bytes()
+
+
+def run_count(estimate_s: float, min_runs: int, max_time: float, max_runs: int) -> int:
+    """Timed runs for a call of ``estimate_s`` seconds: fill ``max_time``, within the bounds."""
+    fill = math.ceil(max_time / estimate_s) if estimate_s > 0 else max_runs
+    return max(min_runs, min(max_runs, fill))
+
+
+Progress = Callable[[str, int, int], None]  # (phase "warm-up"|"timed", done, total)
+
+
+def measure(
+    fn: Callable[[], object],
+    device: torch.device,
+    runs: int | None = None,
+    warmup: int = 1,
+    min_runs: int = 3,
+    max_time: float = 2.0,
+    max_runs: int = MAX_RUNS,
+    on_progress: Progress | None = None,
+) -> Timing:
+    """Call ``fn`` ``warmup`` times untimed, then ``runs`` times timed (``None``: as many as
+    fit in ``max_time`` seconds, at least ``min_runs``; see the module docstring)."""
+    if (runs is not None and runs < 1) or warmup < 0 or min_runs < 1 or max_time < 0:
+        raise ValueError("runs and min_runs must be >= 1, warmup and max_time >= 0")
     cuda = device.type == "cuda"
-    for _ in range(warmup):
+    tick = on_progress or (lambda phase, done, total: None)
+
+    def wall_call() -> float:
+        if cuda:
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
         fn()
+        if cuda:
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - t0
+
+    estimate = 0.0
+    for i in range(warmup):
+        estimate = wall_call()
+        tick("warm-up", i + 1, warmup)
+    if runs is None and warmup:
+        runs = run_count(estimate, min_runs, max_time, max_runs)
     if cuda:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         baseline = torch.cuda.memory_allocated(device)
         times, gaps = [], []
-        for _ in range(runs):
+        i = 0
+        while runs is None or i < runs:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             torch.cuda.synchronize(device)
             t0 = time.perf_counter()
@@ -107,14 +163,21 @@ def measure(fn: Callable[[], object], device: torch.device, runs: int, warmup: i
             event = start.elapsed_time(end) / 1000.0
             times.append(event)
             gaps.append(wall - event)
+            if runs is None:  # no warm-up: the first timed run is the estimate
+                runs = run_count(wall, min_runs, max_time, max_runs)
+            i += 1
+            tick("timed", i, runs)
         peak = torch.cuda.max_memory_allocated(device)
         return Timing(times, warmup, "cuda_event", peak, "cuda_max_allocated", baseline,
                       statistics.median(gaps))  # fmt: skip
     baseline = _rss_bytes()
     times = []
     with _RssSampler() as rss:
-        for _ in range(runs):
+        while runs is None or len(times) < runs:
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
+            if runs is None:
+                runs = run_count(times[0], min_runs, max_time, max_runs)
+            tick("timed", len(times), runs)
     return Timing(times, warmup, "perf_counter", rss.peak, "cpu_peak_rss", baseline)
