@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument(
         "--max-time", type=float, help="seconds of timed runs per method when --runs is not given "
-        "(default 2)",
+        "(default 1)",
     )  # fmt: skip
     pr.add_argument("--warmup", type=int, help="untimed warm-up runs (default 1)")
     pr.add_argument("--random-init", action="store_true", help="architecture only, no weights")

@@ -56,7 +56,7 @@ class ProfileConfig:
     lr_size: int = opt(128, min=1, flag="--lr-size")
     runs: int | None = opt(None, min=1, flag="--runs")  # None: chosen from max_time
     min_runs: int = opt(3, min=1)
-    max_time: float = opt(2.0, min=0.0, flag="--max-time")
+    max_time: float = opt(1.0, min=0.0, flag="--max-time")
     warmup: int = opt(1, min=0, flag="--warmup")
     random_init: bool = opt(False, flag="--random-init")
     reference: str | None = opt(None, flag="--reference")

@@ -40,7 +40,7 @@ EFFICIENCY_COLUMNS = (
     "macs_ptflops", "ptflops_backend", "latency_median_s", "latency_p10_s", "latency_p90_s",
     "latency_iqr_s", "latency_runs", "latency_spread", "latency_unreliable", "warmup_runs",
     "timer", "wall_minus_event_s", "peak_memory_bytes", "added_memory_bytes",
-    "baseline_memory_bytes", "memory_kind", "reference",
+    "added_memory_kind", "baseline_memory_bytes", "memory_kind", "reference",
     "latency_median_s_ratio", "macs_fvcore_ratio", "params_ratio", "device", "dtype", "torch",
     "notes",
 )  # fmt: skip

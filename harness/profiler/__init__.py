@@ -4,11 +4,13 @@
 relative to a reference method measured in the same process. The result rows are the columns
 of ``efficiency.csv`` (documented in ARCHITECTURE.md).
 
-Memory: ``peak_memory_bytes`` is the absolute peak during the timed runs (the whole process on
-a CPU, all CUDA allocations on a GPU), which depends on whatever ran before. ``added_memory_bytes``
-is what the method adds: the memory its load added (measured around ``load_measured``) plus
-the peak of the timed runs above the memory in use just before them -- the peak minus the
-baseline before the method was loaded, without counting work that happened in between.
+Memory: ``peak_memory_bytes`` is the absolute peak during the timed runs (the whole process's
+RSS on a CPU, all CUDA allocations on a GPU), which depends on whatever ran before.
+``added_memory_bytes`` is what the method adds: the memory in use that its load added
+(measured around ``load_measured``) plus the peak of the timed runs above the memory in use
+just before them -- the peak minus the baseline before the method was loaded, without counting
+work that happened in between (``added_memory_kind``: ``cuda_allocated``, ``cpu_malloc`` or,
+without glibc's ``mallinfo2``, ``cpu_rss``).
 
 A latency whose IQR/median exceeds ``unreliable_spread`` is flagged ``latency_unreliable``.
 """
@@ -88,7 +90,7 @@ def profile_method(
     random_init: bool = False,
     counters: tuple[str, ...] = COUNTERS,
     min_runs: int = 3,
-    max_time: float = 2.0,
+    max_time: float = 1.0,
     unreliable_spread: float = UNRELIABLE_SPREAD,
 ) -> dict[str, Any]:
     """One efficiency row. MAC columns are None (with ``notes``) when there is no network.
@@ -141,15 +143,16 @@ def profile_method(
     with _PhaseBars(name) as bars:
         t = measure(call, device, runs=runs, warmup=warmup, min_runs=min_runs,
                     max_time=max_time, on_progress=bars)  # fmt: skip
-    before_load, load_added = _LOADS.get(method, (t.baseline_memory_bytes, 0))
-    added = load_added + max(0, t.peak_memory_bytes - t.baseline_memory_bytes)
+    load_added = _LOADS.get(method, (0, 0))[1]
+    added = load_added + max(0, t.in_use_peak_bytes - t.in_use_before_bytes)
     row |= {
         "latency_median_s": t.median, "latency_p10_s": t.quantile(0.1),
         "latency_p90_s": t.quantile(0.9), "latency_iqr_s": t.iqr, "latency_runs": len(t.runs),
         "latency_spread": t.spread, "latency_unreliable": t.spread > unreliable_spread,
         "warmup_runs": t.warmup, "timer": t.timer, "wall_minus_event_s": t.wall_minus_event_s,
         "peak_memory_bytes": t.peak_memory_bytes, "added_memory_bytes": added,
-        "baseline_memory_bytes": before_load, "memory_kind": t.memory_kind,
+        "added_memory_kind": t.in_use_kind, "baseline_memory_bytes": t.baseline_memory_bytes,
+        "memory_kind": t.memory_kind,
         "latency_runs_s": t.runs,
     }  # fmt: skip
     return row

@@ -10,13 +10,17 @@ On CUDA every run is timed twice: by CUDA events around the call, and by ``perf_
 ``torch.cuda.synchronize()`` on both sides (the two must agree; their median gap is reported). On
 the CPU ``perf_counter`` alone. Peak memory: ``torch.cuda.max_memory_allocated`` over the timed
 runs on CUDA; on the CPU the process's peak resident set size during the timed runs, sampled
-every 2 ms from ``/proc/self/statm`` (the figure includes the interpreter and libraries; the
-memory in use before the runs, ``baseline_memory_bytes``, is reported beside it, and the
-profiler subtracts what was in use before the method was loaded).
+every 2 ms from ``/proc/self/statm`` (the figure includes the interpreter and libraries; the RSS
+before the runs is reported beside it). Memory *in use* (``memory_in_use``), from which the
+profiler computes what a method adds, is CUDA's allocated bytes, or on the CPU the bytes
+glibc's allocator has handed out (``mallinfo2``: torch and numpy allocate through it) -- unlike
+the RSS, it does not hide an allocation that reuses memory freed earlier; the RSS is the
+fallback where ``mallinfo2`` is missing.
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import statistics
@@ -31,6 +35,32 @@ MAX_RUNS = 1000  # a budget-chosen count never exceeds this (very fast calls)
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]  # fmt: skip
+
+
+def _mallinfo2():
+    try:
+        fn = ctypes.CDLL(None).mallinfo2  # glibc >= 2.33
+    except (OSError, AttributeError):
+        return None
+    fn.restype = _Mallinfo2
+    return fn
+
+
+_MALLINFO2 = _mallinfo2()
+CPU_IN_USE_KIND = "cpu_malloc" if _MALLINFO2 else "cpu_rss"
+
+
+def _heap_bytes() -> int:
+    """Bytes allocated by malloc and still in use (arenas plus mmapped blocks), else RSS."""
+    if _MALLINFO2 is None:
+        return _rss_bytes()
+    m = _MALLINFO2()
+    return int(m.uordblks + m.hblkhd)
+
+
 def _rss_bytes() -> int:
     try:
         with open("/proc/self/statm") as f:
@@ -42,13 +72,20 @@ def _rss_bytes() -> int:
 
 
 class _RssSampler:
+    """Peak RSS and peak memory in use, sampled every ``period`` seconds in a thread."""
+
     def __init__(self, period: float = 0.002) -> None:
         self.period, self.peak, self._stop = period, _rss_bytes(), threading.Event()
+        self.peak_in_use = _heap_bytes()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> None:
+        self.peak = max(self.peak, _rss_bytes())
+        self.peak_in_use = max(self.peak_in_use, _heap_bytes())
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, _rss_bytes())
+            self._sample()
             time.sleep(self.period)
 
     def __enter__(self) -> _RssSampler:
@@ -58,7 +95,7 @@ class _RssSampler:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, _rss_bytes())
+        self._sample()
 
 
 @dataclass
@@ -73,6 +110,9 @@ class Timing:
     baseline_memory_bytes: int
     wall_minus_event_s: float | None = None
     extra: dict = field(default_factory=dict)
+    in_use_before_bytes: int = 0  # ``memory_in_use`` just before the timed runs
+    in_use_peak_bytes: int = 0  # its peak during them
+    in_use_kind: str = ""  # cuda_allocated | cpu_malloc | cpu_rss
 
     def quantile(self, q: float) -> float:
         xs = sorted(self.runs)
@@ -98,10 +138,11 @@ class Timing:
 
 
 def memory_in_use(device: torch.device) -> int:
-    """Bytes in use now: CUDA memory allocated on ``device``, or the process's resident set."""
+    """Bytes in use now: CUDA memory allocated on ``device``, or on the CPU the bytes malloc
+    has handed out (the resident set where ``mallinfo2`` is missing)."""
     if device.type == "cuda":
         return torch.cuda.memory_allocated(device)
-    return _rss_bytes()
+    return _heap_bytes()
 
 
 def run_count(estimate_s: float, min_runs: int, max_time: float, max_runs: int) -> int:
@@ -119,7 +160,7 @@ def measure(
     runs: int | None = None,
     warmup: int = 1,
     min_runs: int = 3,
-    max_time: float = 2.0,
+    max_time: float = 1.0,
     max_runs: int = MAX_RUNS,
     on_progress: Progress | None = None,
 ) -> Timing:
@@ -169,8 +210,9 @@ def measure(
             tick("timed", i, runs)
         peak = torch.cuda.max_memory_allocated(device)
         return Timing(times, warmup, "cuda_event", peak, "cuda_max_allocated", baseline,
-                      statistics.median(gaps))  # fmt: skip
-    baseline = _rss_bytes()
+                      statistics.median(gaps), in_use_before_bytes=baseline,
+                      in_use_peak_bytes=peak, in_use_kind="cuda_allocated")  # fmt: skip
+    baseline, in_use = _rss_bytes(), _heap_bytes()
     times = []
     with _RssSampler() as rss:
         while runs is None or len(times) < runs:
@@ -180,4 +222,6 @@ def measure(
             if runs is None:
                 runs = run_count(times[0], min_runs, max_time, max_runs)
             tick("timed", len(times), runs)
-    return Timing(times, warmup, "perf_counter", rss.peak, "cpu_peak_rss", baseline)
+    return Timing(times, warmup, "perf_counter", rss.peak, "cpu_peak_rss", baseline,
+                  in_use_before_bytes=in_use, in_use_peak_bytes=rss.peak_in_use,
+                  in_use_kind=CPU_IN_USE_KIND)  # fmt: skip
