@@ -50,7 +50,12 @@ Names: `harness list methods`, `harness list datasets`, `harness list metrics`.
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (no usage block): ``harness run: error: ...``."""
+    """argparse with one-line errors (no usage block): ``harness run: error: ...``, and no
+    abbreviated options (``--metric`` is not silently ``--metrics``)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
