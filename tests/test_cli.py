@@ -64,6 +64,54 @@ def test_list_commands(cli, capsys):
     assert "ssim" in capsys.readouterr().out
 
 
+def _unwrapped(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_list_methods_shows_deviations_in_aligned_columns(cli, capsys):
+    """Mutations caught: deviations not listed; a fixed-width name column that a long name
+    pushes out of line; a dataset description cut at the first comment line."""
+    from harness.methods import METHODS
+
+    assert cli("list", "methods") == 0
+    text = capsys.readouterr().out
+    for d in METHODS.get("adcsr").card.deviations:
+        assert _unwrapped(d) in _unwrapped(text)
+    lines = text.splitlines()
+    col = lines[0].index("METHOD")
+    assert all(line[col - 2 : col] == "  " for line in lines)
+    starts = {line.index(":") - len(METHODS.get(line.split()[0]).card.display_name)
+              for line in lines[1:] if line and not line.startswith(" ")}  # fmt: skip
+    assert starts == {col}
+    assert cli("list", "datasets") == 0
+    text = capsys.readouterr().out
+    assert "(datasets/embedded.py). Made offline, identical everywhere." in _unwrapped(text)
+    assert cli("list", "metrics") == 0
+    lines = capsys.readouterr().out.splitlines()
+    col = lines[0].index("TYPE")
+    assert {line[col : col + 2] for line in lines[1:] if not line.startswith(" ")} == {"FR", "NR"}
+
+
+def test_top_level_help_is_for_users(capsys):
+    from harness.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "super-resolution" in text and "harness run --datasets PATH" in text
+    assert "argparse" not in text and "Hydra" not in text
+
+
+def test_eval_failing_after_validation_leaves_nothing(pairs, cli, capsys):
+    """A PNG whose header is fine but whose data is cut passes the header checks and fails
+    while scoring: the run directory it created is removed (mutation caught: no discard)."""
+    data = (pairs / "sr" / "a.png").read_bytes()
+    (pairs / "sr" / "a.png").write_bytes(data[: len(data) // 2])
+    assert _eval(cli, pairs) == 2
+    assert "a.png: cannot decode image" in _error_line(capsys)
+    assert not (pairs / "out").exists()
+
+
 def test_run_help_explains_overrides(capsys):
     from harness.cli import main
 
