@@ -49,7 +49,7 @@ def test_quantiles_and_iqr():
 
 def test_profile_cli_writes_efficiency_table(tmp_path, cli, capsys):
     out = tmp_path / "p"
-    rc = cli("profile", "--methods", "bicubic,adcsr", "--random-init", "--lr-size", "32",
+    rc = cli("profile", "--methods", "bicubic,adcsr", "--random-init", "--lr-size", "16",
              "--runs", "2", "--warmup", "1", "--reference", "adcsr", "--out", out,
              "method.arch=tiny")  # fmt: skip
     assert rc == 0
