@@ -184,13 +184,18 @@ def test_seed_keys_the_cache_only_for_stochastic_methods(cache_dir, tmp_path, cl
     a method declaring `stochastic` gets a new key per seed."""
     from harness.methods.classical import Bicubic
 
-    assert _run(cli, "--out", tmp_path / "s0") == 0
+    root = tmp_path / "seeded"
+    for n in ("a", "b"):
+        write_png(root / "LR" / f"{n}.png", _img((8, 8, 3)))
+        write_png(root / "HR" / f"{n}.png", _img((32, 32, 3)))
+    data = ("--datasets", root)
+    assert _run(cli, *data, "--out", tmp_path / "s0") == 0
     capsys.readouterr()
-    assert _run(cli, "--out", tmp_path / "s1", "seed=1") == 0
-    assert "6 SR images reused from cache, 0 to compute" in capsys.readouterr().err
+    assert _run(cli, *data, "--out", tmp_path / "s1", "seed=1") == 0
+    assert "2 SR images reused from cache, 0 to compute" in capsys.readouterr().err
     Bicubic.stochastic = True
     try:
-        assert _run(cli, "--out", tmp_path / "s2", "seed=2") == 0
-        assert "0 SR images reused from cache, 6 to compute" in capsys.readouterr().err
+        assert _run(cli, *data, "--out", tmp_path / "s2", "seed=2") == 0
+        assert "0 SR images reused from cache, 2 to compute" in capsys.readouterr().err
     finally:
         Bicubic.stochastic = False
