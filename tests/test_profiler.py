@@ -150,23 +150,23 @@ def clock(monkeypatch):
 
 def test_run_count_is_chosen_from_the_time_budget(clock):
     """Mutation caught: a fixed count (the old default of 10 whatever a call costs)."""
-    fast = clock([0.01])
-    t = measure(fast.call, torch.device("cpu"), runs=None, warmup=1, min_runs=3, max_time=0.1)
-    assert len(t.runs) == 10 and fast.calls == 11
+    cold = clock([4.0, 0.125])  # a cold first call does not size the count
+    t = measure(cold.call, torch.device("cpu"), runs=None, warmup=1, min_runs=3, max_time=1.25)
+    assert len(t.runs) == 10 and cold.calls == 11
     slow = clock([5.0])
     t = measure(slow.call, torch.device("cpu"), runs=None, warmup=1, min_runs=3, max_time=0.1)
     assert len(t.runs) == 3  # at least min_runs, however slow
-    none = clock([0.02])
-    t = measure(none.call, torch.device("cpu"), runs=None, warmup=0, min_runs=2, max_time=0.1)
-    assert len(t.runs) == 5  # no warm-up: the first timed run sizes the count
+    none = clock([0.125])
+    t = measure(none.call, torch.device("cpu"), runs=None, warmup=0, min_runs=2, max_time=0.625)
+    assert len(t.runs) == 5
     fixed = clock([0.01])
     assert len(measure(fixed.call, torch.device("cpu"), runs=4, warmup=0).runs) == 4
 
 
 def test_measure_reports_progress_per_phase(clock):
-    c = clock([0.01])
+    c = clock([0.25])  # exact in binary: 0.75 s of budget is 3 runs
     ticks = []
-    measure(c.call, torch.device("cpu"), runs=None, warmup=2, min_runs=1, max_time=0.03,
+    measure(c.call, torch.device("cpu"), runs=None, warmup=2, min_runs=1, max_time=0.75,
             on_progress=lambda *a: ticks.append(a))  # fmt: skip
     assert ticks == [("warm-up", 1, 2), ("warm-up", 2, 2), ("timed", 1, 3), ("timed", 2, 3),
                      ("timed", 3, 3)]  # fmt: skip

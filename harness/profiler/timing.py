@@ -1,8 +1,8 @@
 """Latency and peak memory of a callable, with warm-up runs excluded.
 
 How many timed runs: ``runs`` when given; otherwise chosen from a time budget, as timeit's
-``autorange`` and pytest-benchmark's ``max_time`` do: the last warm-up call (or the first timed
-one without warm-up) estimates a call's duration, and the count is ``max_time`` / that duration,
+``autorange`` and pytest-benchmark's ``max_time`` do: the first timed call (after the warm-up,
+so not a cold one) estimates a call's duration, and the count is ``max_time`` / that duration,
 at least ``min_runs`` and at most ``max_runs``. A slow method gets ``min_runs`` runs, a fast one
 fills the budget.
 
@@ -180,12 +180,9 @@ def measure(
             torch.cuda.synchronize(device)
         return time.perf_counter() - t0
 
-    estimate = 0.0
     for i in range(warmup):
-        estimate = wall_call()
+        wall_call()
         tick("warm-up", i + 1, warmup)
-    if runs is None and warmup:
-        runs = run_count(estimate, min_runs, max_time, max_runs)
     if cuda:
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -204,7 +201,7 @@ def measure(
             event = start.elapsed_time(end) / 1000.0
             times.append(event)
             gaps.append(wall - event)
-            if runs is None:  # no warm-up: the first timed run is the estimate
+            if runs is None:  # the first timed run sizes the count
                 runs = run_count(wall, min_runs, max_time, max_runs)
             i += 1
             tick("timed", i, runs)
