@@ -26,6 +26,7 @@ def _count(module):
     return sum(p.numel() for p in module.parameters())
 
 
+@pytest.mark.slow  # builds the 456M-parameter network (1.8 GB)
 def test_full_size_parameter_counts():
     net = AdcSRNet(AdcSRConfig.paper())
     assert _count(net) == 456_073_683

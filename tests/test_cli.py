@@ -42,14 +42,15 @@ def test_default_run_prints_table_and_writes_store(cache_dir, tmp_path, cli, cap
 
 def test_rerun_reuses_cache_and_force_recomputes(cache_dir, tmp_path, cli, capsys):
     out = tmp_path / "run"
-    assert cli("run", "--methods", "bicubic", "--out", out) == 0
+    quick = "profile.enabled=false"  # efficiency has its own tests
+    assert cli("run", "--methods", "bicubic", "--out", out, quick) == 0
     capsys.readouterr()
-    assert cli("run", "--methods", "bicubic", "--out", out) == 0
+    assert cli("run", "--methods", "bicubic", "--out", out, quick) == 0
     err = capsys.readouterr().err
     assert "6 SR images reused from cache, 0 to compute" in err
     assert "6 images already scored" in err
     first = (out / "per_image.csv").read_text()
-    assert cli("run", "--methods", "bicubic", "--out", out, "--force") == 0
+    assert cli("run", "--methods", "bicubic", "--out", out, "--force", quick) == 0
     assert "0 SR images reused from cache, 6 to compute" in capsys.readouterr().err
     assert (out / "per_image.csv").read_text() == first
 
@@ -251,9 +252,9 @@ def test_run_on_custom_folder_via_override(cache_dir, tmp_path, cli, capsys):
 
 def test_out_dir_of_another_config_is_refused(cache_dir, tmp_path, cli, capsys):
     out = tmp_path / "o"
-    assert cli("run", "--methods", "bicubic", "--out", out) == 0
+    assert cli("run", "--methods", "bicubic", "--out", out, "profile.enabled=false") == 0
     capsys.readouterr()
-    assert cli("run", "--methods", "lanczos", "--out", out) == 2
+    assert cli("run", "--methods", "lanczos", "--out", out, "profile.enabled=false") == 2
     assert "holds a run of another config" in _error_line(capsys)
 
 
