@@ -1,4 +1,4 @@
-"""The prepared GPU check, one short script for a lent GPU machine (see .library/device).
+"""The GPU check: one short script that measures what a CPU cannot (run it on a GPU machine).
 
 1. Profiler timing path: AdcSR (128->512) and the OSEDiff core (512) with random weights, fp32,
    timed by CUDA events and by synchronised wall clock (the two must agree within a few %);

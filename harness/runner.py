@@ -399,6 +399,7 @@ def _profile(
                 min_runs=int(p.min_runs),
                 max_time=float(p.max_time),
                 unreliable_spread=float(p.unreliable_spread),
+                fast=bool(p.fast),
             )
         )
     add_ratios(rows, p.reference)
