@@ -173,10 +173,12 @@ def _finish(tmp: Path, entry: WeightEntry, dest: Path) -> Path:
         _unzip(dest, dest.parent)
     if entry.location.startswith("hf:"):
         # the hub resolves "main" through refs/main: point it at the snapshot we filled
-        ref = dest.parents[2] / "refs" / "main"
+        # (names may hold a folder inside the snapshot, e.g. unet/...safetensors)
+        snapshot = dest.parents[len(Path(entry.name).parts) - 1]
+        ref = snapshot.parents[1] / "refs" / "main"
         if not ref.is_file():
             ref.parent.mkdir(parents=True, exist_ok=True)
-            ref.write_text(dest.parent.name)
+            ref.write_text(snapshot.name)
     return dest
 
 

@@ -70,26 +70,38 @@ class S3Diff(SRMethod):
         steps=1,
         code="https://github.com/ArcticHare105/S3Diff",
         weights=(
-            WeightFile("s3diff.pkl", f"{S3DIFF_HF}/resolve/main/s3diff.pkl",
-                       "92bb59d026b44c8a19fe8df2df356a25fd4c39b37d8b67f51af9e2c7228d56b5",
-                       license="Apache-2.0"),
-            WeightFile("de_net.pth", f"{S3DIFF_HF}/resolve/main/de_net.pth", None,
-                       license="Apache-2.0"),
-            WeightFile("diffusion_pytorch_model.safetensors",
-                       f"{SD_TURBO_HF}/resolve/main/unet/diffusion_pytorch_model.safetensors",
-                       "438da6db739c8651ec4152341b8133d6896db452ea27afdb6b9b0344f0c40532",
-                       license=SD_TURBO_LICENSE),
-            WeightFile("diffusion_pytorch_model.safetensors",
-                       f"{SD_TURBO_HF}/resolve/main/vae/diffusion_pytorch_model.safetensors",
-                       "2aa1f43011b553a4cba7f37456465cdbd48aab7b54b9348b890e8058ea7683ec",
-                       license=SD_TURBO_LICENSE),
-            WeightFile("model.safetensors",
-                       f"{SD_TURBO_HF}/resolve/main/text_encoder/model.safetensors",
-                       "67e013543d4fac905c882e2993d86a2d454ee69dc9e8f37c0c23d33a48959d15",
-                       license=SD_TURBO_LICENSE),
-        ) + tuple(
-            WeightFile(f.split("/")[-1], f"{SD_TURBO_HF}/resolve/main/{f}", None,
-                       license=SD_TURBO_LICENSE)
+            WeightFile(
+                "s3diff.pkl",
+                f"{S3DIFF_HF}/resolve/main/s3diff.pkl",
+                "92bb59d026b44c8a19fe8df2df356a25fd4c39b37d8b67f51af9e2c7228d56b5",
+                license="Apache-2.0",
+            ),
+            WeightFile(
+                "de_net.pth", f"{S3DIFF_HF}/resolve/main/de_net.pth", None, license="Apache-2.0"
+            ),
+            WeightFile(
+                "diffusion_pytorch_model.safetensors",
+                f"{SD_TURBO_HF}/resolve/main/unet/diffusion_pytorch_model.safetensors",
+                "438da6db739c8651ec4152341b8133d6896db452ea27afdb6b9b0344f0c40532",
+                license=SD_TURBO_LICENSE,
+            ),
+            WeightFile(
+                "diffusion_pytorch_model.safetensors",
+                f"{SD_TURBO_HF}/resolve/main/vae/diffusion_pytorch_model.safetensors",
+                "2aa1f43011b553a4cba7f37456465cdbd48aab7b54b9348b890e8058ea7683ec",
+                license=SD_TURBO_LICENSE,
+            ),
+            WeightFile(
+                "model.safetensors",
+                f"{SD_TURBO_HF}/resolve/main/text_encoder/model.safetensors",
+                "67e013543d4fac905c882e2993d86a2d454ee69dc9e8f37c0c23d33a48959d15",
+                license=SD_TURBO_LICENSE,
+            ),
+        )
+        + tuple(
+            WeightFile(
+                f.split("/")[-1], f"{SD_TURBO_HF}/resolve/main/{f}", None, license=SD_TURBO_LICENSE
+            )
             for f in TOKENIZER_FILES
         ),  # fmt: skip
         deviations=(
@@ -108,7 +120,8 @@ class S3Diff(SRMethod):
             "Latent tiling on a latent side <= 32 (the official loop never ends there) uses an "
             "overlap of half the tile.",
             "The architecture is built from SD-Turbo's published configs, not read from the "
-            "config.json files; current diffusers/transformers instead of the pinned 0.25.1/4.35.2.",
+            "config.json files; current diffusers/transformers instead of the pinned "
+            "0.25.1/4.35.2.",
             "Tiled VAE and latent tiling are re-implemented (same tile geometry, pooled "
             "GroupNorm statistics, per-tile attention, Gaussian blending).",
             "Options beyond the official ones: color_fix adain|nofix, quantize=round, "
@@ -141,7 +154,8 @@ class S3Diff(SRMethod):
     def _tiling(self) -> Tiling:
         t = Tiling()
         keys = {"latent_tiled_size": "latent_tile", "latent_tiled_overlap": "latent_overlap",
-                "vae_encoder_tiled_size": "encoder_tile", "vae_decoder_tiled_size": "decoder_tile"}  # fmt: skip
+                "vae_encoder_tiled_size": "encoder_tile",
+                "vae_decoder_tiled_size": "decoder_tile"}  # fmt: skip
         for key, attr in keys.items():
             if self.cfg.get(key) is not None:
                 value = int(self.cfg[key])

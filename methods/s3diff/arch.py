@@ -1,7 +1,8 @@
 """S3Diff networks: SD-Turbo parts with degradation-modulated LoRA, and the degradation estimator.
 
 S3Diff (Zhang et al., arXiv:2409.17058) is SD-Turbo run one step at t=999 on the VAE latent of
-the bilinear-x4 upscaled LR, with LoRA in the VAE encoder (rank 16) and the UNet (rank 32). Every LoRA layer computes
+the bilinear-x4 upscaled LR, with LoRA in the VAE encoder (rank 16) and the UNet (rank 32).
+Every LoRA layer computes
 
     y = base(x) + B( einsum(A(x), M) ) * (alpha / rank),    alpha = 8,
 
@@ -37,7 +38,9 @@ UNET_TARGETS: tuple[str, ...] = (
     "to_k", "to_q", "to_v", "to_out.0", "conv", "conv1", "conv2", "conv_shortcut", "conv_out",
     "proj_in", "proj_out", "ff.net.2", "ff.net.0.proj",
 )  # fmt: skip
-VAE_TARGETS = r"^encoder\..*(conv1|conv2|conv_in|conv_shortcut|conv|conv_out|to_k|to_q|to_v|to_out\.0)$"
+VAE_TARGETS = (
+    r"^encoder\..*(conv1|conv2|conv_in|conv_shortcut|conv|conv_out|to_k|to_q|to_v|to_out\.0)$"
+)
 LORA_ALPHA = 8  # peft's default lora_alpha, used by the official LoraConfig
 NUM_FREQS = 64  # Fourier frequencies per degradation score
 BLOCK_DIM = 64  # block embedding width
@@ -119,7 +122,7 @@ class S3DiffConfig:
         )
 
 
-# ----------------------------------------------------------------------------- degradation estimator
+# ---------------------------------------------------------------------- degradation estimator
 
 
 class _ResBlock(nn.Module):
@@ -144,7 +147,9 @@ class DEResNet(nn.Module):
     def __init__(self, feats: Sequence[int] = (64, 64, 64, 128), n_degradations: int = 2) -> None:
         super().__init__()
         downscales = (1, 1, 2, 1)
-        self.conv_first = nn.ModuleList(nn.Conv2d(3, feats[0], 3, 1, 1) for _ in range(n_degradations))
+        self.conv_first = nn.ModuleList(
+            nn.Conv2d(3, feats[0], 3, 1, 1) for _ in range(n_degradations)
+        )
         self.body = nn.ModuleList()
         for _ in range(n_degradations):
             layers: list[nn.Module] = []
@@ -294,7 +299,9 @@ class S3DiffNet(nn.Module):
     Tiling (``tiling`` attribute, a :class:`~harness.methods.s3diff.tiling.Tiling`) follows the
     official defaults; the prompt embeddings are buffers filled by :meth:`set_prompts`."""
 
-    def __init__(self, cfg: S3DiffConfig, rank_unet: int | None = None, rank_vae: int | None = None):
+    def __init__(
+        self, cfg: S3DiffConfig, rank_unet: int | None = None, rank_vae: int | None = None
+    ):
         super().__init__()
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextConfig, CLIPTextModel
@@ -352,7 +359,9 @@ class S3DiffNet(nn.Module):
         ):  # fmt: skip
             de, blocks = de_mlp(feats), block_mlp(emb.weight)
             n, b = de.shape[0], blocks.shape[0]
-            both = torch.cat([de.unsqueeze(1).repeat(1, b, 1), blocks.unsqueeze(0).repeat(n, 1, 1)], -1)
+            both = torch.cat(
+                [de.unsqueeze(1).repeat(1, b, 1), blocks.unsqueeze(0).repeat(n, 1, 1)], -1
+            )
             mod.embeds = fuse(both)
 
     # -- the three stages ----------------------------------------------------------------------

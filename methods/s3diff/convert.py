@@ -50,7 +50,12 @@ S3DIFF_FILES = ("s3diff.pkl", "de_net.pth")
 MLPS = ("vae_de_mlp", "unet_de_mlp", "vae_block_mlp", "unet_block_mlp", "vae_fuse_mlp",
         "unet_fuse_mlp")  # fmt: skip
 # Older diffusers VAE checkpoints name the mid-block attention projections differently.
-_LEGACY_ATTN = {".query.": ".to_q.", ".key.": ".to_k.", ".value.": ".to_v.", ".proj_attn.": ".to_out.0."}
+_LEGACY_ATTN = {
+    ".query.": ".to_q.",
+    ".key.": ".to_k.",
+    ".value.": ".to_v.",
+    ".proj_attn.": ".to_out.0.",
+}
 
 
 def _wrap_base(sd: dict[str, torch.Tensor], wrapped: list[str]) -> dict[str, torch.Tensor]:
@@ -167,9 +172,7 @@ def _save_torch(obj: Any, path: Path) -> None:
     write_bytes(path, buf.getvalue())
 
 
-def write_official(
-    folder: str | Path, cfg: S3DiffConfig, seed: int = 0
-) -> tuple[Path, Path]:
+def write_official(folder: str | Path, cfg: S3DiffConfig, seed: int = 0) -> tuple[Path, Path]:
     """Random S3Diff weights in the official layouts: ``<folder>/sd-turbo/`` (diffusers
     layout, with configs and the scheduler config the official code reads) and
     ``<folder>/s3diff/`` (``s3diff.pkl``, ``de_net.pth``). Returns the two folders."""
@@ -200,7 +203,9 @@ def write_official(
     unet_base = part("unet.", net.unet_lora)
     # SD-Turbo's own conv_in differs from the retrained one in s3diff.pkl, as in the real files
     for k in ("conv_in.weight", "conv_in.bias"):
-        unet_base[k] = torch.randn(unet_base[k].shape, generator=torch.Generator().manual_seed(seed + 1)) * 0.1
+        unet_base[k] = (
+            torch.randn(unet_base[k].shape, generator=torch.Generator().manual_seed(seed + 1)) * 0.1
+        )
     weights = {
         "unet": unet_base,
         "vae": part("vae.", net.vae_lora),
@@ -233,7 +238,9 @@ def write_official(
          "errors": "replace", **special}))  # fmt: skip
 
     def lora(prefix: str) -> dict[str, torch.Tensor]:
-        return {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix) and ".lora_" in k}
+        return {
+            k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix) and ".lora_" in k
+        }
 
     state_unet = lora("unet.")
     state_unet.update({k[5:]: v for k, v in sd.items() if k.startswith("unet.conv_in.")})

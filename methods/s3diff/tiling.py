@@ -50,8 +50,12 @@ def gaussian_window(size: int, channels: int) -> torch.Tensor:
     var = 0.01
     mid_x, mid_y = (size - 1) / 2, size / 2
     norm = math.sqrt(2 * math.pi * var)
-    xs = [math.exp(-(x - mid_x) * (x - mid_x) / (size * size) / (2 * var)) / norm for x in range(size)]
-    ys = [math.exp(-(y - mid_y) * (y - mid_y) / (size * size) / (2 * var)) / norm for y in range(size)]
+    xs = [
+        math.exp(-(x - mid_x) * (x - mid_x) / (size * size) / (2 * var)) / norm for x in range(size)
+    ]
+    ys = [
+        math.exp(-(y - mid_y) * (y - mid_y) / (size * size) / (2 * var)) / norm for y in range(size)
+    ]
     w = torch.tensor(ys, dtype=torch.float64)[:, None] * torch.tensor(xs, dtype=torch.float64)[None]
     return w.expand(1, channels, size, size)
 
@@ -124,7 +128,12 @@ def split_tiles(
     ins, outs = [], []
     for i in range(n_h):
         for j in range(n_w):
-            box = [pad + j * tw, min(pad + (j + 1) * tw, w), pad + i * th, min(pad + (i + 1) * th, h)]
+            box = [
+                pad + j * tw,
+                min(pad + (j + 1) * tw, w),
+                pad + i * th,
+                min(pad + (i + 1) * th, h),
+            ]
             out = [
                 box[0] if box[0] > pad else 0,
                 box[1] if box[1] < w - pad else w,
@@ -133,7 +142,12 @@ def split_tiles(
             ]
             outs.append([v * 8 if is_decoder else v // 8 for v in out])
             ins.append(
-                [max(0, box[0] - pad), min(w, box[1] + pad), max(0, box[2] - pad), min(h, box[3] + pad)]
+                [
+                    max(0, box[0] - pad),
+                    min(w, box[1] + pad),
+                    max(0, box[2] - pad),
+                    min(h, box[3] + pad),
+                ]
             )
     return ins, outs
 
@@ -154,7 +168,9 @@ def vae_program(net: nn.Module, is_decoder: bool) -> list[tuple[str, object]]:
     """The layer sequence of a diffusers VAE Encoder/Decoder, residuals made explicit."""
     ops: list[tuple[str, object]] = [("call", net.conv_in)]
     mid = net.mid_block
-    mid_ops = _resnet_ops(mid.resnets[0]) + _attn_ops(mid.attentions[0]) + _resnet_ops(mid.resnets[1])
+    mid_ops = (
+        _resnet_ops(mid.resnets[0]) + _attn_ops(mid.attentions[0]) + _resnet_ops(mid.resnets[1])
+    )
     if is_decoder:
         ops += mid_ops
         for i, up in enumerate(net.up_blocks):

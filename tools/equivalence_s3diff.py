@@ -1,0 +1,227 @@
+"""S3Diff: the harness adapter against the official inference script, same random weights, fp32.
+
+    python tools/equivalence_s3diff.py OFFICIAL_CHECKOUT [--python /work/envs/s3diff/bin/python]
+        [--arch tiny|paper] [--out DIR]
+
+1. Random weights are written in the official layouts (SD-Turbo folder in the diffusers layout,
+   ``s3diff.pkl``, ``de_net.pth``) by ``harness.methods.s3diff.convert.write_official``.
+2. LR images are written as PNG: crops of the DRealSR LR images in ../shared (when present) and
+   of scikit-image's photographs; for ``tiny`` also large ones that switch on every tiling path
+   (tiled VAE encoder and decoder, tiled latent with a narrow tile).
+3. The official ``src/inference_s3diff.py`` runs from the checkout, in the official environment
+   (``--python``), through its own ``main``: its own file reading, pre-processing, model
+   construction and loading (peft LoRA, the official forward and tiling), 8-bit conversion,
+   colour fix and PNG writing. Run-time patches only: ``cuda`` -> ``cpu`` in the checkout's
+   sources, the metric step (pyiqa, lpips, clip; needs downloads) replaced by a no-op, and the
+   global generator seeded before each image (its VAE posterior sample), with the seed the
+   harness side uses for that image.
+4. The harness adapter upscales the same files; the PNGs are compared pixel by pixel.
+5. Sensitivity: harness-side variants (guidance 1.0, posterior mean, no colour fix) must differ
+   from the official output by far more than 1/255, showing the comparison can fail.
+
+Prints one line per image (max |diff| in 8-bit levels, share of differing pixels) and exits 1
+when any image differs by more than 1 level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SEED = 1234
+ROOT = Path(__file__).resolve().parents[1]
+DREALSR = ROOT.parent / "shared" / "data" / "drealsr" / "LR"
+
+
+# ----------------------------------------------------------------------------- official side
+# Runs inside the official environment: imports nothing from the harness.
+
+
+def _official(argv: list[str]) -> None:
+    import importlib.abc
+    import importlib.machinery
+    import types
+
+    checkout, job = Path(argv[0]).resolve(), json.loads(Path(argv[1]).read_text())
+    sys.dont_write_bytecode = True
+
+    class CpuLoader(importlib.machinery.SourceFileLoader):
+        def source_to_code(self, data, path, *, _optimize=-1):  # noqa: D401
+            text = data.decode("utf-8") if isinstance(data, bytes) else data
+            for a, b in ((".cuda()", ".cpu()"), ('"cuda"', '"cpu"'), ("'cuda'", "'cpu'")):
+                text = text.replace(a, b)
+            return compile(text, path, "exec", dont_inherit=True)
+
+    class CpuFinder(importlib.abc.MetaPathFinder):
+        def find_spec(self, fullname, path, target=None):
+            spec = importlib.machinery.PathFinder.find_spec(fullname, path)
+            if spec and spec.origin and spec.origin.endswith(".py") and \
+                    Path(spec.origin).resolve().is_relative_to(checkout):  # fmt: skip
+                spec.loader = CpuLoader(fullname, spec.origin)
+            return spec
+
+    sys.meta_path.insert(0, CpuFinder())
+    for name in ("pyiqa", "lpips", "clip"):  # used by the metric step only
+        sys.modules.setdefault(name, types.ModuleType(name))
+    os.chdir(checkout)
+    sys.path[:0] = [str(checkout / "src"), str(checkout)]
+    sys.argv = ["inference_s3diff.py", *job["args"]]
+
+    import inference_s3diff as inf  # noqa: I001 (official modules, from the checkout)
+    import s3diff_tile
+    import torch
+
+    torch.set_num_threads(int(job.get("threads", 2)))
+    seeds = iter(job["seeds"])
+    forward = s3diff_tile.S3Diff.forward
+
+    def seeded(self, *a, **k):  # the posterior sample of each image from its own seed
+        torch.manual_seed(next(seeds))
+        return forward(self, *a, **k)
+
+    s3diff_tile.S3Diff.forward = seeded
+    inf.evaluate = lambda *a, **k: []
+    inf.main(inf.parse_args_paired_testing())
+
+
+# ----------------------------------------------------------------------------- harness side
+
+
+def _images(folder: Path, arch: str) -> list[Path]:
+    """LR test images: real crops, plus sizes that trigger each tiling path (tiny only)."""
+    import numpy as np
+    from PIL import Image
+    from skimage import data
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    if DREALSR.is_dir():
+        for f in sorted(DREALSR.glob("*.png"))[:2]:
+            im = np.asarray(Image.open(f).convert("RGB"))
+            h, w = im.shape[:2]
+            crop = im[h // 2 - 32 : h // 2 + 32, w // 2 - 32 : w // 2 + 32]
+            out.append(folder / f"drealsr_{f.stem}_64.png")
+            Image.fromarray(crop).save(out[-1])
+    else:
+        out.append(folder / "chelsea_64.png")
+        Image.fromarray(data.chelsea()[100:164, 150:214]).save(out[-1])
+    if arch == "tiny":
+        photo = data.astronaut()
+        for name, (h, w) in {"tiled_latent_200": (200, 200), "tiled_encoder_300x90": (90, 300),
+                             "tiled_decoder_500x60": (60, 500), "narrow_tile_520x72": (72, 520),
+                             "odd_37x53": (53, 37)}.items():  # fmt: skip
+            out.append(folder / f"{name}.png")
+            Image.fromarray(photo[40 : 40 + h, 6 : 6 + w]).save(out[-1])
+    return out
+
+
+def _harness(lr_files, sd_dir, s3_dir, arch, out_dir: Path, seeds, **cfg) -> None:
+    import torch
+
+    from harness.imageio import from_tensor, read_rgb, to_tensor, write_png
+    from harness.methods.s3diff import S3Diff
+
+    m = S3Diff({"arch": arch, "weights_dir": str(s3_dir), "sd_turbo_dir": str(sd_dir), **cfg})
+    m.load(torch.device("cpu"), torch.float32)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for f, seed in zip(lr_files, seeds):
+        lr = to_tensor(read_rgb(f))[None]
+        with torch.inference_mode():
+            sr = m.upscale(lr, generators=[torch.Generator().manual_seed(seed)])
+        write_png(out_dir / f.name, from_tensor(sr[0]))
+
+
+def _compare(a: Path, b: Path) -> tuple[int, float, float]:
+    import numpy as np
+    from PIL import Image
+
+    x = np.asarray(Image.open(a).convert("RGB"), dtype=np.int16)
+    y = np.asarray(Image.open(b).convert("RGB"), dtype=np.int16)
+    if x.shape != y.shape:
+        return 255, 1.0, float("nan")
+    d = np.abs(x - y)
+    return int(d.max()), float((d > 0).mean()), float(d.mean())
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("checkout", type=Path, help="official ArcticHare105/S3Diff checkout")
+    p.add_argument("--python", default="/work/envs/s3diff/bin/python",
+                   help="interpreter of the official environment")  # fmt: skip
+    p.add_argument("--arch", choices=["tiny", "paper"], default="tiny")
+    p.add_argument("--out", type=Path, help="working folder (default: a temporary one)")
+    p.add_argument("--no-sensitivity", action="store_true", help="skip the harness variants")
+    args = p.parse_args()
+    if not (args.checkout / "src" / "inference_s3diff.py").is_file():
+        print(f"{args.checkout}: no src/inference_s3diff.py (not an S3Diff checkout)")
+        return 2
+    work = args.out or Path(tempfile.mkdtemp(prefix="s3diff-eq-"))
+    work.mkdir(parents=True, exist_ok=True)
+
+    from harness.methods.s3diff import S3DiffConfig
+    from harness.methods.s3diff.convert import write_official
+
+    cfg = S3DiffConfig.tiny() if args.arch == "tiny" else S3DiffConfig.paper()
+    t = time.time()
+    if not (work / "s3diff" / "s3diff.pkl").is_file():
+        write_official(work, cfg, seed=0)
+    sd_dir, s3_dir = work / "sd-turbo", work / "s3diff"
+    lr_files = _images(work / "lr", args.arch)
+    seeds = [SEED + i for i in range(len(lr_files))]
+    print(f"weights and {len(lr_files)} LR images ready in {work} ({time.time() - t:.0f} s)")
+
+    (work / "sr_test.yaml").write_text(
+        f"sf: 4\nvalidation:\n  lr_path: {work / 'lr'}\n  io_backend:\n    type: disk\n"
+    )
+    job = {
+        "seeds": seeds,  # the official dataset sorts the file names, as lr_files is sorted
+        "threads": int(os.environ.get("OMP_NUM_THREADS", "2")),
+        "args": [
+            f"--base_config={work / 'sr_test.yaml'}", f"--sd_path={sd_dir}",
+            f"--de_net_path={s3_dir / 'de_net.pth'}", f"--pretrained_path={s3_dir / 's3diff.pkl'}",
+            f"--output_dir={work / 'official'}", "--align_method=wavelet",
+            f"--lora_rank_unet={cfg.rank_unet}", f"--lora_rank_vae={cfg.rank_vae}",
+            "--report_to=tensorboard",
+        ],
+    }  # fmt: skip
+    lr_files = sorted(lr_files)
+    (work / "job.json").write_text(json.dumps(job))
+    t = time.time()
+    run = subprocess.run([args.python, __file__, "--official-driver", str(args.checkout),
+                          str(work / "job.json")], capture_output=True, text=True)  # fmt: skip
+    (work / "official.log").write_text(run.stdout + run.stderr)
+    if run.returncode != 0:
+        print(f"official run failed (log: {work / 'official.log'}):\n{run.stderr[-3000:]}")
+        return 2
+    print(f"official: {time.time() - t:.0f} s")
+    t = time.time()
+    _harness(lr_files, sd_dir, s3_dir, args.arch, work / "harness", seeds)
+    print(f"harness: {time.time() - t:.0f} s")
+    worst = 0
+    for f in lr_files:
+        mx, share, mean = _compare(work / "official" / f.name, work / "harness" / f.name)
+        worst = max(worst, mx)
+        print(f"{f.name:32s} max |diff| {mx:3d}/255  differing pixels {share:.5f}  mean {mean:.6f}")
+    print(f"worst max |diff|: {worst}/255 ({'PASS' if worst <= 1 else 'FAIL'}: goal <= 1/255)")
+    if not args.no_sensitivity:
+        for name, variant in {"guidance_scale=1.0": {"guidance_scale": 1.0},
+                              "latent=mean": {"latent": "mean"},
+                              "color_fix=nofix": {"color_fix": "nofix"}}.items():  # fmt: skip
+            _harness(lr_files[:1], sd_dir, s3_dir, args.arch, work / name, seeds, **variant)
+            first = lr_files[0].name
+            mx, share, _ = _compare(work / "official" / first, work / name / first)
+            print(f"sensitivity {name:20s} max |diff| {mx:3d}/255  differing pixels {share:.3f}")
+    return 0 if worst <= 1 else 1
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--official-driver":
+        _official(sys.argv[2:])
+    else:
+        sys.exit(main())
