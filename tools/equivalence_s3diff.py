@@ -12,9 +12,10 @@
    (``--python``), through its own ``main``: its own file reading, pre-processing, model
    construction and loading (peft LoRA, the official forward and tiling), 8-bit conversion,
    colour fix and PNG writing. Run-time patches only: ``cuda`` -> ``cpu`` in the checkout's
-   sources, the metric step (pyiqa, lpips, clip; needs downloads) replaced by a no-op, and the
-   global generator seeded before each image (its VAE posterior sample), with the seed the
-   harness side uses for that image.
+   sources, the metric step (pyiqa, lpips, clip; needs downloads) replaced by a no-op,
+   ``torchvision.transforms.functional_tensor`` (gone after torchvision 0.16, imported by the
+   bundled BasicSR) aliased to ``torchvision.transforms.functional``, and the global generator
+   seeded before each image (its VAE posterior sample) with the seed the harness side uses.
 4. The harness adapter upscales the same files; the PNGs are compared pixel by pixel.
 5. Sensitivity: harness-side variants (guidance 1.0, posterior mean, no colour fix) must differ
    from the official output by far more than 1/255, showing the comparison can fail.
@@ -69,6 +70,10 @@ def _official(argv: list[str]) -> None:
     sys.meta_path.insert(0, CpuFinder())
     for name in ("pyiqa", "lpips", "clip"):  # used by the metric step only
         sys.modules.setdefault(name, types.ModuleType(name))
+    # the bundled BasicSR imports a torchvision module removed after 0.16 (the pinned version)
+    import torchvision.transforms.functional as tvf
+
+    sys.modules.setdefault("torchvision.transforms.functional_tensor", tvf)
     os.chdir(checkout)
     sys.path[:0] = [str(checkout / "src"), str(checkout)]
     sys.argv = ["inference_s3diff.py", *job["args"]]

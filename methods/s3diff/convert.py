@@ -214,7 +214,7 @@ def write_official(folder: str | Path, cfg: S3DiffConfig, seed: int = 0) -> tupl
     for key, rel in SD_TURBO_WEIGHTS.items():
         path = sd_dir / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(weights[key], str(path))
+        save_file(weights[key], str(path), metadata={"format": "pt"})  # as transformers saves
         (path.parent / "config.json").write_text(json.dumps(configs[key], indent=1))
     (sd_dir / "scheduler").mkdir(exist_ok=True)
     (sd_dir / "scheduler" / "scheduler_config.json").write_text(json.dumps({
