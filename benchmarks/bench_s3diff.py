@@ -21,7 +21,11 @@ import torch
 
 from harness.methods.s3diff import S3Diff
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "drealsr" / "LR"
+SHARED = next(
+    (p / "shared" / "data" / "drealsr" / "LR" for p in Path(__file__).resolve().parents[1:4]
+     if (p / "shared" / "data" / "drealsr" / "LR").is_dir()),
+    Path("../shared/data/drealsr/LR"),
+)  # fmt: skip
 
 
 def latency(m: S3Diff, lr: torch.Tensor, runs: int, warmup: int) -> float:

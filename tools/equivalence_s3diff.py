@@ -5,9 +5,9 @@
 
 1. Random weights are written in the official layouts (SD-Turbo folder in the diffusers layout,
    ``s3diff.pkl``, ``de_net.pth``) by ``harness.methods.s3diff.convert.write_official``.
-2. LR images are written as PNG: crops of the DRealSR LR images in ../shared (when present) and
-   of scikit-image's photographs; for ``tiny`` also large ones that switch on every tiling path
-   (tiled VAE encoder and decoder, tiled latent with a narrow tile).
+2. LR images are written as PNG: 64x64 crops of two DRealSR LR images in ../shared (when
+   present, else of a scikit-image photograph); for ``tiny`` also crops that, with small tile
+   sizes given to both sides (``TINY_TILES``), switch on every tiling path.
 3. The official ``src/inference_s3diff.py`` runs from the checkout, in the official environment
    (``--python``), through its own ``main``: its own file reading, pre-processing, model
    construction and loading (peft LoRA, the official forward and tiling), 8-bit conversion,
@@ -36,8 +36,16 @@ import time
 from pathlib import Path
 
 SEED = 1234
+# Small tiles for the tiny check, the same on both sides (official command-line options): tiled
+# VAE encoder above 320 px, tiled decoder above 54 latents, tiled latent above 24 * 24 latents.
+TINY_TILES = {"vae_encoder_tiled_size": 256, "vae_decoder_tiled_size": 32,
+              "latent_tiled_size": 24, "latent_tiled_overlap": 8}  # fmt: skip
 ROOT = Path(__file__).resolve().parents[1]
-DREALSR = ROOT.parent / "shared" / "data" / "drealsr" / "LR"
+DREALSR = next(
+    (p / "shared" / "data" / "drealsr" / "LR" for p in (ROOT.parent, ROOT.parent.parent)
+     if (p / "shared" / "data" / "drealsr" / "LR").is_dir()),
+    ROOT.parent / "shared" / "data" / "drealsr" / "LR",
+)  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- official side
@@ -116,10 +124,9 @@ def _images(folder: Path, arch: str) -> list[Path]:
     else:
         out.append(folder / "chelsea_64.png")
         Image.fromarray(data.chelsea()[100:164, 150:214]).save(out[-1])
-    if arch == "tiny":
+    if arch == "tiny":  # with TINY_TILES: every tiling path, on small images
         photo = data.astronaut()
-        for name, (h, w) in {"tiled_latent_200": (200, 200), "tiled_encoder_300x90": (90, 300),
-                             "tiled_decoder_500x60": (60, 500), "narrow_tile_520x72": (72, 520),
+        for name, (h, w) in {"tiled_all_120x100": (100, 120), "tiled_wide_150x40": (40, 150),
                              "odd_37x53": (53, 37)}.items():  # fmt: skip
             out.append(folder / f"{name}.png")
             Image.fromarray(photo[40 : 40 + h, 6 : 6 + w]).save(out[-1])
@@ -162,6 +169,8 @@ def main() -> int:
     p.add_argument("--arch", choices=["tiny", "paper"], default="tiny")
     p.add_argument("--out", type=Path, help="working folder (default: a temporary one)")
     p.add_argument("--no-sensitivity", action="store_true", help="skip the harness variants")
+    p.add_argument("--default-tiles", action="store_true",
+                   help="tiny: keep the official tile sizes (slow)")  # fmt: skip
     args = p.parse_args()
     if not (args.checkout / "src" / "inference_s3diff.py").is_file():
         print(f"{args.checkout}: no src/inference_s3diff.py (not an S3Diff checkout)")
@@ -179,6 +188,7 @@ def main() -> int:
     sd_dir, s3_dir = work / "sd-turbo", work / "s3diff"
     lr_files = _images(work / "lr", args.arch)
     seeds = [SEED + i for i in range(len(lr_files))]
+    tiles = TINY_TILES if args.arch == "tiny" and not args.default_tiles else {}
     print(f"weights and {len(lr_files)} LR images ready in {work} ({time.time() - t:.0f} s)")
 
     (work / "sr_test.yaml").write_text(
@@ -193,7 +203,7 @@ def main() -> int:
             f"--output_dir={work / 'official'}", "--align_method=wavelet",
             f"--lora_rank_unet={cfg.rank_unet}", f"--lora_rank_vae={cfg.rank_vae}",
             "--report_to=tensorboard",
-        ],
+        ] + [f"--{k}={v}" for k, v in tiles.items()],
     }  # fmt: skip
     lr_files = sorted(lr_files)
     (work / "job.json").write_text(json.dumps(job))
@@ -206,7 +216,7 @@ def main() -> int:
         return 2
     print(f"official: {time.time() - t:.0f} s")
     t = time.time()
-    _harness(lr_files, sd_dir, s3_dir, args.arch, work / "harness", seeds)
+    _harness(lr_files, sd_dir, s3_dir, args.arch, work / "harness", seeds, **tiles)
     print(f"harness: {time.time() - t:.0f} s")
     worst = 0
     for f in lr_files:
@@ -218,7 +228,9 @@ def main() -> int:
         for name, variant in {"guidance_scale=1.0": {"guidance_scale": 1.0},
                               "latent=mean": {"latent": "mean"},
                               "color_fix=nofix": {"color_fix": "nofix"}}.items():  # fmt: skip
-            _harness(lr_files[:1], sd_dir, s3_dir, args.arch, work / name, seeds, **variant)
+            _harness(
+                lr_files[:1], sd_dir, s3_dir, args.arch, work / name, seeds, **tiles, **variant
+            )
             first = lr_files[0].name
             mx, share, _ = _compare(work / "official" / first, work / name / first)
             print(f"sensitivity {name:20s} max |diff| {mx:3d}/255  differing pixels {share:.3f}")

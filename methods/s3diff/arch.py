@@ -117,8 +117,7 @@ class S3DiffConfig:
             vae=_sd_vae((32, 32, 64, 64)),
             text=text,
             rank_unet=4,
-            rank_vae=4,
-            de_feats=(16, 16, 16, 32),
+            rank_vae=4,  # the estimator keeps its size: the official script hard-codes it
         )
 
 
