@@ -205,7 +205,7 @@ def install(src: Path, entry: WeightEntry, data_root: str | Path | None = None) 
     """Copy ``src`` into place for ``entry`` after verifying it."""
     dest = path_of(entry, data_root)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{entry.name}.", suffix=".tmp", dir=dest.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
