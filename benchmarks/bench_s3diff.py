@@ -82,7 +82,7 @@ def main() -> None:
             from harness.imageio import read_rgb, to_tensor
 
             files = sorted(SHARED.glob("*.png"))[:3] if SHARED.is_dir() else []
-            lrs = [to_tensor(read_rgb(f))[None].to(device) for f in files] or [lr]
+            lrs = [to_tensor(read_rgb(f)).to(device) for f in files] or [lr]
             with torch.inference_mode():
                 seed_effect(m, lrs)
         del m
