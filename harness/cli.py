@@ -24,7 +24,8 @@ The run directory (default runs/<config hash>) gets config.yaml, manifest.json, 
 per_image.csv, summary.json, efficiency.csv/json (profile.enabled=true; profile.lr_size,
 profile.runs, profile.warmup, profile.reference) and report.md. Rerunning the same command
 resumes: cached SR images and scored images are not computed again (--force redoes both).
-`harness report DIR` prints a finished run's tables again.
+`harness report DIR...` prints a finished run's tables again and writes them as md/tex/csv
+with statistics and figures (several directories merge into one table per dataset).
 
 Names: `harness list methods|datasets|metrics`.
 """
@@ -63,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=RUN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("--methods", help="comma-separated method names (default: bicubic,lanczos)")
+    run.add_argument(
+        "--methods", help="comma-separated method names (default: bicubic,lanczos,realesrgan)"
+    )
     run.add_argument("--datasets", help="comma-separated dataset names (default: embedded)")
     _common(run)
     run.add_argument(
@@ -72,7 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides")
 
     ev = sub.add_parser("eval", help="score an existing folder of SR outputs against HR")
-    ev.add_argument("--sr", required=True, help="folder of SR outputs")
+    ev.add_argument(
+        "--sr",
+        required=True,
+        action="append",
+        metavar="[NAME=]DIR",
+        help="folder of SR outputs; repeat as NAME=DIR to score several methods in one run",
+    )
     ev.add_argument("--hr", required=True, help="folder of HR references (same file stems)")
     ev.add_argument("--lr", help="folder of LR inputs (optional; names are checked)")
     ev.add_argument("--name", help="method name for the results (default: the SR folder name)")
@@ -115,8 +124,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_weights_parser(sub)
 
-    rp = sub.add_parser("report", help="print the tables of a finished run directory again")
-    rp.add_argument("run_dir", help="a directory written by harness run, eval or profile")
+    from harness.gate.cli import add_parser as add_gate_parser
+    from harness.leaderboard.cli import add_parser as add_leaderboard_parser
+
+    add_gate_parser(sub)
+    add_leaderboard_parser(sub)
+
+    rp = sub.add_parser(
+        "report",
+        help="tables (Markdown, LaTeX, CSV), statistics and figures from result directories",
+    )
+    rp.add_argument("run_dir", nargs="+", help="directories written by harness run, eval, profile")
+    rp.add_argument("--out", help="where to write (default: the one directory given)")
+    rp.add_argument("--format", default="md,tex,csv", help="any of md,tex,csv (default: all)")
+    rp.add_argument("--ci", action="store_true", help="95%% confidence intervals in md and tex")
+    rp.add_argument(
+        "--allow-drift",
+        action="store_true",
+        help="show numbers computed under different protocols side by side, unranked",
+    )
+    rp.add_argument(
+        "--figures", default="", help="any of pareto,dist,compare or all (default: none)"
+    )
+    rp.add_argument("--images", help="compare these images (default: where methods disagree most)")
+    rp.add_argument("--n-compare", type=int, default=2, help="images to compare (default 2)")
+    rp.add_argument("--crop", help="X,Y,SIZE of the compared crop in HR pixels (default: auto)")
+    rp.add_argument("--seed", type=int, default=0, help="bootstrap and jitter seed (default 0)")
+    rp.add_argument("--alpha", type=float, default=0.05, help="test level (default 0.05)")
 
     ls = sub.add_parser("list", help="list registered methods, datasets or metrics")
     ls.add_argument("what", choices=["methods", "datasets", "metrics"])
@@ -143,21 +177,11 @@ def _overrides(args: argparse.Namespace, paths: Sequence[str]) -> list[str]:
 
 
 def _print_report(out_dir) -> None:
-    from harness.imageio import write_text
-    from harness.reports import render, render_efficiency
-    from harness.store import RunStore
+    from harness.reports import Request, make_report
 
-    store = RunStore(out_dir)
-    efficiency = store.read_efficiency()
-    if not (store.path / "summary.json").is_file() and efficiency:
-        text = render_efficiency(efficiency)  # a `harness profile` directory
-    else:
-        text = render(store.read_summary())
-        if efficiency:
-            text += "\n" + render_efficiency(efficiency)
-    write_text(store.path / "report.md", text)
+    text, out = make_report(Request([out_dir], formats=("md", "csv")))
     print(text)
-    print(f"results: {store.path}")
+    print(f"results: {out}")
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -169,11 +193,36 @@ def cmd_run(args: argparse.Namespace) -> None:
     _print_report(run(cfg))
 
 
+def _sr_override(values: Sequence[str]) -> list[str]:
+    """``--sr DIR`` (one folder) or ``--sr NAME=DIR ...`` (a method per folder) as an override."""
+    import re
+    from pathlib import Path
+
+    from harness.config import quote
+
+    named = [v for v in values if "=" in v and not Path(v).exists()]
+    if not named:
+        if len(values) > 1:
+            raise HarnessError("--sr: several folders need names (--sr NAME=DIR ...)")
+        return [f"sr={quote(values[0])}"]
+    if len(named) < len(values):
+        raise HarnessError("--sr: name every folder (NAME=DIR) when giving several")
+    entries: dict[str, str] = {}
+    for v in named:
+        name, _, folder = v.partition("=")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_+-]*", name):
+            raise HarnessError(f"--sr {v}: method names use letters, digits, _ + - only")
+        if name in entries:
+            raise HarnessError(f"--sr: method '{name}' is given twice")
+        entries[name] = folder
+    return ["sr={" + ",".join(f"{k}:{quote(d)}" for k, d in entries.items()) + "}"]
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     from harness.config import compose_eval
     from harness.runner import evaluate
 
-    cfg = compose_eval(_overrides(args, ["sr", "hr", "lr", "name", "out"]))
+    cfg = compose_eval(_sr_override(args.sr) + _overrides(args, ["hr", "lr", "name", "out"]))
     _print_report(evaluate(cfg))
 
 
@@ -213,11 +262,35 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from pathlib import Path
+    from harness.progress import log
+    from harness.reports import FIGURES, Request, make_report
 
-    if not Path(args.run_dir).is_dir():
-        raise HarnessError(f"{args.run_dir}: folder not found")
-    _print_report(args.run_dir)
+    figures = _csv(args.figures)
+    crop = None
+    if args.crop:
+        try:
+            x, y, size = (int(v) for v in _csv(args.crop))
+        except ValueError:
+            raise HarnessError(f"--crop {args.crop}: expected X,Y,SIZE (integers)") from None
+        crop = (x, y, size)
+    req = Request(
+        paths=args.run_dir,
+        out=args.out,
+        formats=tuple(_csv(args.format)),
+        ci=args.ci,
+        allow_drift=args.allow_drift,
+        figures=FIGURES if "all" in figures else tuple(figures),
+        images=tuple(_csv(args.images or "")),
+        n_compare=args.n_compare,
+        crop=crop,
+        seed=args.seed,
+        alpha=args.alpha,
+    )
+    text, out = make_report(req)
+    for path in req.written:
+        log(f"wrote {path}")
+    print(text)
+    print(f"results: {out}")
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -268,6 +341,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from harness.weights.cli import run as weights
 
             return weights(args)
+        if args.command == "gate":
+            from harness.gate.cli import run as gate
+
+            return gate(args)
+        if args.command == "leaderboard":
+            from harness.leaderboard.cli import run as leaderboard
+
+            return leaderboard(args)
         commands = {"run": cmd_run, "eval": cmd_eval, "profile": cmd_profile, "list": cmd_list,
                     "train": cmd_train, "report": cmd_report}  # fmt: skip
         commands[args.command](args)

@@ -72,12 +72,24 @@ def _to_rgb8(im: Image.Image) -> np.ndarray:
     return np.array(im, dtype=np.uint8)
 
 
+def _umask_mode() -> int:
+    """The mode ``open()`` gives a new file (mkstemp's are 0600). Read once, at import, while
+    the process is single-threaded: reading the umask means setting it."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+_FILE_MODE = _umask_mode()
+
+
 def write_png(path: str | Path, rgb: np.ndarray) -> None:
     """Write a uint8 RGB array as PNG atomically (temporary name, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             Image.fromarray(rgb, mode="RGB").save(f, format="PNG")
         os.replace(tmp, path)
@@ -97,6 +109,7 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)

@@ -23,15 +23,20 @@ from harness.datasets.base import match_by_stem
 from harness.envinfo import environment, package_versions, resolve_device
 from harness.errors import HarnessError
 from harness.evaluate import Item, score_items
-from harness.hashing import sha256_file, sha256_json
-from harness.imageio import from_tensor, list_images, read_rgb, to_tensor, write_png, write_text
+from harness.hashing import config_hash, sha256_file, sha256_json
+from harness.imageio import (
+    from_tensor,
+    image_size,
+    list_images,
+    read_rgb,
+    to_tensor,
+    write_png,
+    write_text,
+)
 from harness.methods import DTYPES, METHODS, SRMethod
 from harness.metrics import MetricSuite, Score
 from harness.progress import log, progress_bar
 from harness.store import Row, RunStore, summarise
-
-# Keys that do not change results: left out of the config hash.
-_VOLATILE = ("out", "force", "cache_dir")
 
 
 @dataclass
@@ -47,10 +52,6 @@ class Group:
     hr_dir: Path | None = None
 
 
-def config_hash(cfg: dict[str, Any]) -> str:
-    return sha256_json({k: v for k, v in cfg.items() if k not in _VOLATILE})
-
-
 def resolve_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise HarnessError(f"option --dtype: '{name}' is not one of {', '.join(DTYPES)}")
@@ -64,6 +65,27 @@ def image_seed(seed: int, dataset: str, image: str) -> int:
 
 
 # ----------------------------------------------------------------------------- SR stage
+
+
+def sr_key_inputs(
+    method: SRMethod,
+    weights: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    seed: int,
+    ds: ImageDataset,
+) -> dict[str, Any]:
+    """What the SR cache key hashes. The run seed counts only for stochastic methods: a
+    deterministic method's outputs are shared across seeds."""
+    return {
+        "method": method.card.name,
+        "adapter_version": method.version,
+        "config": method.cfg,
+        "weights": weights,
+        "signature": method.output_signature(device, dtype),
+        "seed": seed if method.card.stochastic else None,
+        "dataset": ds.manifest_hash(),
+    }
 
 
 def sr_stage(
@@ -103,9 +125,10 @@ def sr_stage(
 
 
 def _upscale(method, ds, cache, group, lr: torch.Tensor, seed: int) -> None:
-    torch.manual_seed(image_seed(seed, ds.name, group[0].name))
+    seeds = [image_seed(seed, ds.name, s.name) for s in group]
+    torch.manual_seed(seeds[0])  # for adapters that still draw from the global generator
     with torch.inference_mode():
-        sr = method.upscale(lr)
+        sr = method.upscale_seeded(lr, seeds)  # stochastic methods: one seed per image
     want = (lr.shape[0], 3, lr.shape[2] * method.scale, lr.shape[3] * method.scale)
     if tuple(sr.shape) != want:
         raise RuntimeError(f"{method.card.name} returned {tuple(sr.shape)}, expected {want}")
@@ -117,7 +140,12 @@ def _upscale(method, ds, cache, group, lr: torch.Tensor, seed: int) -> None:
 
 
 def _score_groups(
-    store: RunStore, suite: MetricSuite, groups: Sequence[Group], force: bool, batch_size: int
+    store: RunStore,
+    suite: MetricSuite,
+    groups: Sequence[Group],
+    force: bool,
+    batch_size: int,
+    workers: int = 0,
 ) -> tuple[list[Row], dict[tuple[str, str], Score]]:
     if force:
         store.reset_journal()
@@ -141,7 +169,8 @@ def _score_groups(
             store.append([row])
             done[row.key] = row
 
-        score_items(suite, todo, journal, f"metrics {g.method} on {g.dataset}", batch_size)
+        label = f"metrics {g.method} on {g.dataset}"
+        score_items(suite, todo, journal, label, batch_size, workers or None)
     rows = [done[(g.method, g.dataset, it.image)] for g in groups for it in g.items]
     return rows, _score_sets(store, suite, groups, force)
 
@@ -168,6 +197,22 @@ def _score_sets(store: RunStore, suite: MetricSuite, groups: Sequence[Group], fo
     return out
 
 
+def _weight_digests(ids: Sequence[str]) -> dict[str, str | None]:
+    """sha256 of each weight file in place (null when absent): reports refuse to rank numbers
+    computed with different files under the same ids (random test weights, another release)."""
+    if not ids:
+        return {}
+    from harness.checkpoints import file_digest
+    from harness.weights import load_manifest, path_of
+
+    manifest = load_manifest()
+    out: dict[str, str | None] = {}
+    for w in ids:
+        path = path_of(manifest[w]) if w in manifest else None
+        out[w] = file_digest(path) if path is not None and path.is_file() else None
+    return out
+
+
 def _finish(
     store: RunStore,
     suite: MetricSuite,
@@ -180,7 +225,7 @@ def _finish(
 ) -> dict[str, Any]:
     """Write the final tables, then mark the manifest finished (the run is complete)."""
     store.write_per_image(rows, suite.image_names)
-    specs = [s.to_dict() for s in suite.specs]
+    specs = [s.to_dict() | {"weights_sha256": _weight_digests(s.weights)} for s in suite.specs]
     applicable = {g.dataset: g.metrics for g in groups}
     summary = {
         "schema": "harness.summary/1",
@@ -246,6 +291,8 @@ def run(cfg: DictConfig) -> Path:
             "manifest_hash": ds.manifest_hash(),
             "n_images": len(ds),
             "scale": ds.scale,
+            "lr_dir": str(ds.samples[0].lr.parent.resolve()) if len(ds) else None,
+            "hr_dir": str(ds.samples[0].hr.parent.resolve()) if ds.has_hr and len(ds) else None,
             "files": ds.manifest(),
         }
         metrics = [s.name for s in suite.applicable(ds.has_hr)]
@@ -257,15 +304,7 @@ def run(cfg: DictConfig) -> Path:
                 raise HarnessError(
                     f"method '{m.card.name}' is x{m.scale} but dataset '{ds.name}' is x{ds.scale}"
                 )
-            key_inputs = {
-                "method": m.card.name,
-                "adapter_version": m.version,
-                "config": m.cfg,
-                "weights": digests[m.card.name],
-                "signature": m.output_signature(device, dtype),
-                "seed": seed,
-                "dataset": ds.manifest_hash(),
-            }
+            key_inputs = sr_key_inputs(m, digests[m.card.name], device, dtype, seed, ds)
             cache = SRCache(cache_dir, m.card.name, key_inputs).open()
             entry = manifest["methods"].setdefault(
                 m.card.name,
@@ -282,7 +321,9 @@ def run(cfg: DictConfig) -> Path:
             hr_dir = ds.samples[0].hr.parent if ds.has_hr else None
             groups.append(Group(m.card.name, ds.name, items, cache.key, metrics, cache.dir, hr_dir))
 
-    rows, sets = _score_groups(store, suite, groups, force, int(cfg.metric_batch_size))
+    rows, sets = _score_groups(
+        store, suite, groups, force, int(cfg.metric_batch_size), int(cfg.metric_workers)
+    )
     if cfg.profile.enabled:
         _profile(store, methods, cfg, device, dtype)
     extra = {"command": "run", "methods": list(cfg.methods), "datasets": list(cfg.datasets)}
@@ -342,18 +383,61 @@ def profile(cfg: DictConfig) -> Path:
     return out
 
 
+def _sr_folders(cfg: DictConfig) -> dict[str, Path]:
+    """``sr``: one folder (method named by ``name`` or the folder) or ``{method: folder}``."""
+    if OmegaConf.is_dict(cfg.sr):
+        if cfg.name:
+            raise HarnessError("--name names a single --sr folder; with several use --sr NAME=DIR")
+        folders = {str(k): Path(str(v)) for k, v in cfg.sr.items()}
+        if not folders:
+            raise HarnessError("harness eval needs at least one --sr folder")
+        return folders
+    sr_dir = Path(str(cfg.sr))
+    return {str(cfg.name or sr_dir.resolve().name): sr_dir}
+
+
+def _eval_dataset(
+    pairs: list[tuple[Path, Path]], lr_dir: Path | None, hr_dir: Path
+) -> dict[str, Any]:
+    """The dataset entry of an eval manifest, shaped like a run's (``ImageDataset.manifest``):
+    file stems with the sha256 of LR (null without ``--lr``) and HR, and their hash."""
+    lrs = {p.stem: p for p in list_images(lr_dir)} if lr_dir else {}
+    files = [
+        {
+            "name": hr.stem,
+            "lr_sha256": sha256_file(lrs[hr.stem]) if lrs else None,
+            "hr_sha256": sha256_file(hr),
+        }
+        for _, hr in pairs
+    ]
+    scale = None
+    if lrs:
+        (lw, _), (hw, _) = image_size(lrs[pairs[0][1].stem]), image_size(pairs[0][1])
+        scale = hw // lw if lw and hw % lw == 0 else None
+    return {
+        "manifest_hash": sha256_json({"scale": scale, "files": files}),
+        "n_images": len(files),
+        "scale": scale,
+        "lr_dir": str(lr_dir.resolve()) if lr_dir else None,
+        "hr_dir": str(hr_dir.resolve()),
+        "files": files,
+    }
+
+
 def evaluate(cfg: DictConfig) -> Path:
-    """Score an existing folder of SR outputs against HR (``harness eval``)."""
+    """Score existing folders of SR outputs against HR (``harness eval``), one method per folder."""
     plain: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     if not cfg.sr or not cfg.hr:
         raise HarnessError("harness eval needs both --sr DIR and --hr DIR")
     device = resolve_device(str(cfg.device))
-    sr_dir, hr_dir = Path(str(cfg.sr)), Path(str(cfg.hr))
-    pairs = match_by_stem(list_images(sr_dir), list_images(hr_dir), sr_dir, hr_dir)
-    if cfg.lr:
-        lr_dir = Path(str(cfg.lr))
-        match_by_stem(list_images(lr_dir), [sr for sr, _ in pairs], lr_dir, sr_dir)
-    method = str(cfg.name or sr_dir.resolve().name)
+    hr_dir = Path(str(cfg.hr))
+    folders = _sr_folders(cfg)
+    hr_files = list_images(hr_dir)
+    pairs = {m: match_by_stem(list_images(d), hr_files, d, hr_dir) for m, d in folders.items()}
+    lr_dir = Path(str(cfg.lr)) if cfg.lr else None
+    first = next(iter(pairs.values()))
+    if lr_dir:
+        match_by_stem(list_images(lr_dir), [sr for sr, _ in first], lr_dir, first[0][0].parent)
     hr_name = hr_dir.resolve().name
     dataset = str(
         cfg.dataset_name
@@ -373,13 +457,46 @@ def evaluate(cfg: DictConfig) -> Path:
         "environment": environment(device),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "finished": None,
+        "datasets": {dataset: _eval_dataset(first, lr_dir, hr_dir)},
+        "methods": {},
     }
+    groups = []
+    for method, method_pairs in pairs.items():
+        items = [Item(sr.stem, sr, hr) for sr, hr in method_pairs]
+        # The SR files' content is the key: a changed output is scored again on resume.
+        sr_key = sha256_json([[sr.name, sha256_file(sr)] for sr, _ in method_pairs])
+        sr_dir = folders[method]
+        groups.append(Group(method, dataset, items, sr_key, suite.names, sr_dir, hr_dir))
+        manifest["methods"][method] = {"sr_dir": {dataset: str(sr_dir.resolve())}, "sr_key": sr_key}
     store.write_manifest(manifest)
-    items = [Item(sr.stem, sr, hr) for sr, hr in pairs]
-    # The SR files' content is the key: a changed output is scored again on resume.
-    sr_key = sha256_json([[sr.name, sha256_file(sr)] for sr, _ in pairs])
-    groups = [Group(method, dataset, items, sr_key, suite.names, sr_dir, hr_dir)]
-    rows, sets = _score_groups(store, suite, groups, bool(cfg.force), int(cfg.metric_batch_size))
-    extra = {"command": "eval", "methods": [method], "datasets": [dataset]}
+    rows, sets = _score_groups(
+        store, suite, groups, bool(cfg.force), int(cfg.metric_batch_size), int(cfg.metric_workers)
+    )
+    extra = {"command": "eval", "methods": list(pairs), "datasets": [dataset]}
     _finish(store, suite, groups, rows, sets, chash, extra, manifest)
     return out
+
+
+def _eval_dataset_entry(pairs: list[tuple[Path, Path]], lr_files: dict[str, Path]) -> dict:
+    """The scored dataset's manifest entry, as ``run`` records it. With ``--lr`` the hash equals
+    a named dataset's over the same LR/HR files; without, LR hashes and scale are null."""
+    from harness.imageio import image_size
+
+    files = [
+        {
+            "name": hr.stem,
+            "lr_sha256": sha256_file(lr_files[sr.stem]) if lr_files else None,
+            "hr_sha256": sha256_file(hr),
+        }
+        for sr, hr in pairs
+    ]
+    scale = None
+    if lr_files:
+        hr0, lr0 = pairs[0][1], lr_files[pairs[0][0].stem]
+        scale = image_size(hr0)[0] // image_size(lr0)[0]
+    return {
+        "manifest_hash": sha256_json({"scale": scale, "files": files}),
+        "n_images": len(files),
+        "scale": scale,
+        "files": files,
+    }

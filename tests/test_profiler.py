@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 
 import pytest
 import torch
@@ -53,7 +54,7 @@ def test_profile_cli_writes_efficiency_table(tmp_path, cli, capsys):
              "--runs", "2", "--warmup", "1", "--reference", "adcsr", "--out", out,
              "method.arch=tiny")  # fmt: skip
     assert rc == 0
-    text = capsys.readouterr().out
+    text = re.sub(r" +", " ", capsys.readouterr().out)  # Markdown column padding
     assert "| Method | Steps | Params (M) | MACs fvcore (G)" in text
     with open(out / "efficiency.csv") as f:
         rows = {r["method"]: r for r in csv.DictReader(f)}
@@ -119,3 +120,20 @@ def test_full_size_counts_match_the_papers():
 
     total, _ = fvcore_macs(Call(unet), (torch.rand(1, 4, 64, 64),))
     assert total == pytest.approx(339.5e9, rel=1e-3)
+
+
+def test_ptflops_counts_a_network_with_two_inputs():
+    from harness.profiler.count import fvcore_macs, ptflops_macs
+
+    class Two(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = torch.nn.Conv2d(3, 4, 1), torch.nn.Conv2d(2, 4, 1)
+
+        def forward(self, x, y):
+            return self.a(x) + self.b(y)
+
+    inputs = (torch.rand(1, 3, 8, 8), torch.rand(1, 2, 8, 8))
+    total, _ = fvcore_macs(Two(), inputs)
+    assert total == 8 * 8 * 4 * (3 + 2)
+    assert ptflops_macs(Two(), inputs) >= total  # ptflops also counts biases and the add

@@ -141,6 +141,15 @@ def _fid_inception(path: Path) -> None:
     _save_torch(_half(net.state_dict()), path)
 
 
+def _dape(entry_id: str) -> Callable[[Path], None]:
+    def make(path: Path) -> None:  # RAM / DAPE files in the official layout (OSEDiff's prompt)
+        from harness.methods.dape.fabricate import write_one
+
+        write_one(entry_id, path)
+
+    return make
+
+
 MAKERS: dict[str, Callable[[Path], None]] = {
     "torchvision-alexnet": _alexnet,
     "pyiqa-lpips-alex": _lpips_lin,
@@ -153,6 +162,10 @@ MAKERS: dict[str, Callable[[Path], None]] = {
     "pyiqa-maniqa-koniq": _maniqa,
     "clip-rn50": _clip_rn50,
     "pyiqa-fid-inception": _fid_inception,
+    **{
+        i: _dape(i)
+        for i in ("ram-swin-large-14m", "dape-lora", "ram-tag-list", "ram-tag-list-threshold")
+    },  # fmt: skip
 }
 
 
