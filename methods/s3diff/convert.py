@@ -3,7 +3,8 @@
 Official files (what the official inference loads):
 
 * SD-Turbo in the diffusers layout: ``unet/diffusion_pytorch_model.safetensors``,
-  ``vae/diffusion_pytorch_model.safetensors``, ``text_encoder/model.safetensors`` and the CLIP
+  ``vae/diffusion_pytorch_model.safetensors``, ``text_encoder/model.safetensors`` (keys
+  ``text_model.*``, transformers 4's CLIPTextModel layout) and the CLIP
   tokenizer files in ``tokenizer/``;
 * ``s3diff.pkl``: a pickled dict -- ``rank_unet`` (32), ``rank_vae`` (16), the LoRA target
   lists, ``state_dict_unet`` (every UNet LoRA tensor, ``<layer>.lora_{A,B}.default.weight``, and
@@ -47,6 +48,7 @@ TOKENIZER_FILES = (
     "tokenizer/tokenizer_config.json",
 )
 S3DIFF_FILES = ("s3diff.pkl", "de_net.pth")
+TEXT_PREFIX = "text_model."  # of every key in SD-Turbo's text_encoder/model.safetensors
 MLPS = ("vae_de_mlp", "unet_de_mlp", "vae_block_mlp", "unet_block_mlp", "vae_fuse_mlp",
         "unet_fuse_mlp")  # fmt: skip
 # Older diffusers VAE checkpoints name the mid-block attention projections differently.
@@ -79,6 +81,12 @@ def _legacy_vae(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _text_key(key: str) -> str:
+    """SD-Turbo's text encoder file holds ``text_model.<name>`` (transformers 4's CLIPTextModel);
+    transformers 5's CLIPTextModel has no ``text_model`` level."""
+    return key.removeprefix(TEXT_PREFIX)
+
+
 def ranks(pkl: dict[str, Any], where: str) -> tuple[int, int]:
     """The LoRA ranks stored in ``s3diff.pkl``, after checking its target lists."""
     try:
@@ -108,7 +116,8 @@ def from_official(
     out.update({f"unet.{k}": t for k, t in u.items()})
     out.update({f"vae.{k}": t for k, t in v.items()})
     # position ids are a buffer that older transformers saved; current ones rebuild it
-    out.update({f"text_encoder.{k}": t for k, t in text.items() if not k.endswith("position_ids")})
+    out.update({f"text_encoder.{_text_key(k)}": t for k, t in text.items()
+                if not k.endswith("position_ids")})  # fmt: skip
     out.update({f"de_net.{k}": t for k, t in de_net.items()})
     for name in MLPS:
         out.update({f"{name}.{k}": t for k, t in pkl[f"state_dict_{name}"].items()})
@@ -209,7 +218,8 @@ def write_official(folder: str | Path, cfg: S3DiffConfig, seed: int = 0) -> tupl
     weights = {
         "unet": unet_base,
         "vae": part("vae.", net.vae_lora),
-        "text_encoder": part("text_encoder.", []),
+        # the official layout: transformers 4's CLIPTextModel keys (``text_model.`` prefix)
+        "text_encoder": {TEXT_PREFIX + k: v for k, v in part("text_encoder.", []).items()},
     }
     for key, rel in SD_TURBO_WEIGHTS.items():
         path = sd_dir / rel
