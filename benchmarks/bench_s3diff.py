@@ -53,8 +53,8 @@ def seed_effect(m: S3Diff, lrs: list[torch.Tensor]) -> None:
     mean = S3Diff({**m.cfg, "latent": "mean"})
     mean.load(m.device, m.dtype)
     for i, lr in enumerate(lrs):
-        a = m.upscale(lr, generators=[torch.Generator().manual_seed(1)])
-        b = m.upscale(lr, generators=[torch.Generator().manual_seed(2)])
+        a = m.upscale(lr, seeds=[1])
+        b = m.upscale(lr, seeds=[2])
         c = mean.upscale(lr)
         d_ab, d_ac = ((a - b).abs() * 255).round(), ((a - c).abs() * 255).round()
         print(f"image {i}: seed 1 vs 2 max {d_ab.max():.0f} mean {d_ab.mean():.3f} | "

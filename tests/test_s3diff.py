@@ -11,9 +11,9 @@ from torch import nn
 
 from harness.errors import HarnessError
 from harness.methods.s3diff import S3Diff, S3DiffConfig, S3DiffNet
-from harness.methods.s3diff.adapter import preprocess
-from harness.methods.s3diff.arch import ModulatedLoRA, Modulation
-from harness.methods.s3diff.convert import write_official
+from harness.methods.s3diff.adapter import DEFAULT_SEED, preprocess
+from harness.methods.s3diff.arch import NEG_PROMPT, POS_PROMPT, ModulatedLoRA, Modulation
+from harness.methods.s3diff.convert import prompt_ids, write_official
 from harness.methods.s3diff.tiling import Tiling, latent_tiles, tiled_latent, tiled_vae
 
 CPU = torch.device("cpu")
@@ -35,10 +35,6 @@ def _method(official, **cfg):
 @pytest.fixture(scope="module")
 def method(official):
     return _method(official)
-
-
-def _gen(seed):
-    return [torch.Generator().manual_seed(seed)]
 
 
 # ----------------------------------------------------------------------------- LoRA and rules
@@ -137,7 +133,7 @@ def test_preprocess_is_bilinear_x4_clamped_and_reflect_padded_to_64():
 
 def test_official_files_load_strictly_and_give_4x(method, official):
     lr = torch.rand(1, 3, 24, 40, generator=torch.Generator().manual_seed(2))
-    out = method.upscale(lr, generators=_gen(0))
+    out = method.upscale(lr, seeds=[0])
     assert out.shape == (1, 3, 96, 160)
     assert out.min() >= 0 and out.max() <= 1
     assert torch.equal(out, torch.round(out * 255) / 255)  # 8-bit values
@@ -148,23 +144,54 @@ def test_official_files_load_strictly_and_give_4x(method, official):
 
 
 def test_same_bytes_twice_and_the_seed_matters(method, official):
+    assert S3Diff.card.stochastic  # the runner passes per-image seeds
     lr = torch.rand(1, 3, 20, 20, generator=torch.Generator().manual_seed(3))
-    a = method.upscale(lr, generators=_gen(5))
-    assert torch.equal(a, method.upscale(lr, generators=_gen(5)))
-    torch.manual_seed(5)  # the runner's path: the global generator, seeded per batch
-    assert torch.equal(a, method.upscale(lr))
-    assert not torch.equal(a, method.upscale(lr, generators=_gen(6)))  # posterior sample
+    a = method.upscale(lr, seeds=[5])
+    torch.manual_seed(123)  # the global generator plays no part
+    assert torch.equal(a, method.upscale(lr, seeds=[5]))
+    assert torch.equal(a, method.upscale_seeded(lr, [5]))  # the runner's call
+    assert not torch.equal(a, method.upscale(lr, seeds=[6]))  # posterior sample
+    assert torch.equal(method.upscale(lr), method.upscale(lr, seeds=[DEFAULT_SEED]))
     mean = _method(official, latent="mean")
-    assert torch.equal(mean.upscale(lr, generators=_gen(5)), mean.upscale(lr, generators=_gen(6)))
+    assert torch.equal(mean.upscale(lr, seeds=[5]), mean.upscale(lr, seeds=[6]))
+    with pytest.raises(ValueError, match="2 seeds for 1"):
+        method.upscale(lr, seeds=[1, 2])
+
+
+def test_posterior_noise_is_per_image_and_standard_normal():
+    x = torch.zeros(3, 3, 64, 128)
+    noise = S3Diff.posterior_noise(x, [7, 8, 7])
+    assert noise.shape == (3, 4, 8, 16) and noise.dtype == torch.float32
+    assert torch.equal(noise[0], noise[2]) and not torch.equal(noise[0], noise[1])
+    alone = S3Diff.posterior_noise(x[:1], [8])  # the same whatever the batch
+    assert torch.equal(noise[1:2], alone)
+    # the official sample's draw: torch.randn of the latent shape from a generator in that state
+    assert torch.equal(alone, torch.randn(1, 4, 8, 16, generator=torch.Generator().manual_seed(8)))
 
 
 def test_batch_matches_single_images(method):
     lrs = torch.rand(2, 3, 16, 24, generator=torch.Generator().manual_seed(4))
-    gens = [torch.Generator().manual_seed(s) for s in (7, 8)]
-    batch = method.upscale(lrs, generators=gens)
+    batch = method.upscale(lrs, seeds=[7, 8])
     for i, s in enumerate((7, 8)):
-        single = method.upscale(lrs[i : i + 1], generators=_gen(s))
+        single = method.upscale(lrs[i : i + 1], seeds=[s])
         assert (batch[i] - single[0]).abs().max() <= 1 / 255 + 1e-6
+
+
+def test_text_encoder_file_in_the_official_layout(method, official):
+    """SD-Turbo's text_encoder/model.safetensors holds transformers 4 keys (``text_model.``):
+    written so, and read to the same prompt embeddings as transformers' own loader gives."""
+    from safetensors import safe_open
+    from transformers import CLIPTextModel
+
+    sd, _ = official
+    with safe_open(str(sd / "text_encoder" / "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    assert keys and all(k.startswith("text_model.") for k in keys)
+    reference = CLIPTextModel.from_pretrained(str(sd / "text_encoder")).eval()
+    pos, neg = prompt_ids(sd / "tokenizer", (POS_PROMPT, NEG_PROMPT))
+    with torch.no_grad():
+        assert torch.allclose(method.net.pos_embeds, reference(pos)[0], atol=1e-5)
+        assert torch.allclose(method.net.neg_embeds, reference(neg)[0], atol=1e-5)
 
 
 def _repickle(src, dst, change):

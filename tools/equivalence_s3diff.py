@@ -1,7 +1,7 @@
 """S3Diff: the harness adapter against the official inference script, same random weights, fp32.
 
-    python tools/equivalence_s3diff.py OFFICIAL_CHECKOUT [--python /work/envs/s3diff/bin/python]
-        [--arch tiny|paper] [--out DIR]
+    python tools/equivalence_s3diff.py OFFICIAL_CHECKOUT [--python ENV/bin/python]
+        [--arch tiny|paper] [--latent sample|mean] [--out DIR]
 
 1. Random weights are written in the official layouts (SD-Turbo folder in the diffusers layout,
    ``s3diff.pkl``, ``de_net.pth``) by ``harness.methods.s3diff.convert.write_official``.
@@ -14,11 +14,17 @@
    colour fix and PNG writing. Run-time patches only: ``cuda`` -> ``cpu`` in the checkout's
    sources, the metric step (pyiqa, lpips, clip; needs downloads) replaced by a no-op,
    ``torchvision.transforms.functional_tensor`` (gone after torchvision 0.16, imported by the
-   bundled BasicSR) aliased to ``torchvision.transforms.functional``, and the global generator
-   seeded before each image (its VAE posterior sample) with the seed the harness side uses.
+   bundled BasicSR) aliased to ``torchvision.transforms.functional``, and the VAE posterior made
+   repeatable: with ``--latent sample`` (the default, as both sides run by default) the global
+   generator is seeded before each image with the seed the harness side gets, so the official
+   ``latent_dist.sample()`` (the first and only draw before the UNet) draws exactly the noise
+   tensor the harness draws; with ``--latent mean`` the posterior's ``sample`` returns its mean
+   and the harness runs with ``latent=mean``. The official log is checked for weights that
+   transformers or diffusers did not load (a fabricated file in a wrong layout).
 4. The harness adapter upscales the same files; the PNGs are compared pixel by pixel.
-5. Sensitivity: harness-side variants (guidance 1.0, posterior mean, no colour fix) must differ
-   from the official output by far more than 1/255, showing the comparison can fail.
+5. Sensitivity: harness-side variants (guidance 1.0, the other latent mode, another seed, no
+   colour fix) must differ from the official output by far more than 1/255, showing the
+   comparison can fail.
 
 Prints one line per image (max |diff| in 8-bit levels, share of differing pixels) and exits 1
 when any image differs by more than 1 level.
@@ -89,6 +95,7 @@ def _official(argv: list[str]) -> None:
     import inference_s3diff as inf  # noqa: I001 (official modules, from the checkout)
     import s3diff_tile
     import torch
+    from diffusers import AutoencoderKL
 
     torch.set_num_threads(int(job.get("threads", 2)))
     seeds = iter(job["seeds"])
@@ -99,6 +106,9 @@ def _official(argv: list[str]) -> None:
         return forward(self, *a, **k)
 
     s3diff_tile.S3Diff.forward = seeded
+    if job.get("latent") == "mean":  # the posterior's sample() is its mean (mode)
+        posterior = sys.modules[AutoencoderKL.__module__].DiagonalGaussianDistribution
+        posterior.sample = lambda self, generator=None: self.mode()
     inf.evaluate = lambda *a, **k: []
     inf.main(inf.parse_args_paired_testing())
 
@@ -134,6 +144,7 @@ def _images(folder: Path, arch: str) -> list[Path]:
 
 
 def _harness(lr_files, sd_dir, s3_dir, arch, out_dir: Path, seeds, **cfg) -> None:
+    """The adapter on each file with its seed; writes PNGs under the same names."""
     import torch
 
     from harness.imageio import from_tensor, read_rgb, to_tensor, write_png
@@ -145,7 +156,7 @@ def _harness(lr_files, sd_dir, s3_dir, arch, out_dir: Path, seeds, **cfg) -> Non
     for f, seed in zip(lr_files, seeds):
         lr = to_tensor(read_rgb(f))  # (1, 3, h, w) in [0, 1]
         with torch.inference_mode():
-            sr = m.upscale(lr, generators=[torch.Generator().manual_seed(seed)])
+            sr = m.upscale(lr, seeds=[seed])
         write_png(out_dir / f.name, from_tensor(sr[0]))
 
 
@@ -167,6 +178,9 @@ def main() -> int:
     p.add_argument("--python", default="/work/envs/s3diff/bin/python",
                    help="interpreter of the official environment")  # fmt: skip
     p.add_argument("--arch", choices=["tiny", "paper"], default="tiny")
+    p.add_argument("--latent", choices=["sample", "mean"], default="sample",
+                   help="posterior: sample from the per-image seed (default), or mean")  # fmt: skip
+    p.add_argument("--images", type=int, help="only the first N LR images")
     p.add_argument("--out", type=Path, help="working folder (default: a temporary one)")
     p.add_argument("--no-sensitivity", action="store_true", help="skip the harness variants")
     p.add_argument("--reuse-official", action="store_true",
@@ -188,57 +202,77 @@ def main() -> int:
     if not (work / "s3diff" / "s3diff.pkl").is_file():
         write_official(work, cfg, seed=0)
     sd_dir, s3_dir = work / "sd-turbo", work / "s3diff"
-    lr_files = _images(work / "lr", args.arch)
+    # sorted as the official dataset sorts the file names; seed i for the i-th file
+    lr_files = sorted(_images(work / "lr", args.arch))[: args.images]
     seeds = [SEED + i for i in range(len(lr_files))]
     tiles = TINY_TILES if args.arch == "tiny" and not args.default_tiles else {}
     print(f"weights and {len(lr_files)} LR images ready in {work} ({time.time() - t:.0f} s)")
 
+    lr_dir = work / f"lr-{len(lr_files)}"  # the official script reads a whole folder
+    lr_dir.mkdir(exist_ok=True)
+    for f in lr_files:
+        if not (lr_dir / f.name).is_file():
+            (lr_dir / f.name).write_bytes(f.read_bytes())
+    out_name = f"official-{args.latent}"
     (work / "sr_test.yaml").write_text(
-        f"sf: 4\nvalidation:\n  lr_path: {work / 'lr'}\n  io_backend:\n    type: disk\n"
+        f"sf: 4\nvalidation:\n  lr_path: {lr_dir}\n  io_backend:\n    type: disk\n"
     )
     job = {
-        "seeds": seeds,  # the official dataset sorts the file names, as lr_files is sorted
+        "latent": args.latent,
+        "seeds": seeds,
         "threads": int(os.environ.get("OMP_NUM_THREADS", "2")),
         "args": [
             f"--base_config={work / 'sr_test.yaml'}", f"--sd_path={sd_dir}",
             f"--de_net_path={s3_dir / 'de_net.pth'}", f"--pretrained_path={s3_dir / 's3diff.pkl'}",
-            f"--output_dir={work / 'official'}", "--align_method=wavelet",
+            f"--output_dir={work / out_name}", "--align_method=wavelet",
             f"--lora_rank_unet={cfg.rank_unet}", f"--lora_rank_vae={cfg.rank_vae}",
             "--report_to=tensorboard",
         ] + [f"--{k}={v}" for k, v in tiles.items()],
     }  # fmt: skip
-    lr_files = sorted(lr_files)
     (work / "job.json").write_text(json.dumps(job))
     t = time.time()
-    done = all((work / "official" / f.name).is_file() for f in lr_files)
+    official = work / out_name
+    done = all((official / f.name).is_file() for f in lr_files)
     if args.reuse_official and done:
-        print(f"official: outputs reused from {work / 'official'}")
+        print(f"official: outputs reused from {official}")
     else:
         run = subprocess.run([args.python, __file__, "--official-driver", str(args.checkout),
                               str(work / "job.json")], capture_output=True, text=True)  # fmt: skip
-        (work / "official.log").write_text(run.stdout + run.stderr)
+        log = work / f"{out_name}.log"
+        log.write_text(run.stdout + run.stderr)
         if run.returncode != 0:
-            print(f"official run failed (log: {work / 'official.log'}):\n{run.stderr[-3000:]}")
+            print(f"official run failed (log: {log}):\n{run.stderr[-3000:]}")
+            return 2
+        marks = ("newly initialized", "were not used when initializing")
+        unloaded = [ln[:300] for ln in (run.stdout + run.stderr).splitlines()
+                    if any(m in ln for m in marks)]  # fmt: skip
+        if unloaded:
+            print("official run did not load every fabricated weight (layout differs):")
+            print("\n".join(unloaded))
             return 2
         print(f"official: {time.time() - t:.0f} s")
     t = time.time()
-    _harness(lr_files, sd_dir, s3_dir, args.arch, work / "harness", seeds, **tiles)
+    ours = work / f"harness-{args.latent}"
+    _harness(lr_files, sd_dir, s3_dir, args.arch, ours, seeds, latent=args.latent, **tiles)
     print(f"harness: {time.time() - t:.0f} s")
     worst = 0
     for f in lr_files:
-        mx, share, mean = _compare(work / "official" / f.name, work / "harness" / f.name)
+        mx, share, mean = _compare(official / f.name, ours / f.name)
         worst = max(worst, mx)
         print(f"{f.name:32s} max |diff| {mx:3d}/255  differing pixels {share:.5f}  mean {mean:.6f}")
     print(f"worst max |diff|: {worst}/255 ({'PASS' if worst <= 1 else 'FAIL'}: goal <= 1/255)")
     if not args.no_sensitivity:
-        for name, variant in {"guidance_scale=1.0": {"guidance_scale": 1.0},
-                              "latent=mean": {"latent": "mean"},
-                              "color_fix=nofix": {"color_fix": "nofix"}}.items():  # fmt: skip
-            _harness(
-                lr_files[:1], sd_dir, s3_dir, args.arch, work / name, seeds, **tiles, **variant
-            )
+        other = "mean" if args.latent == "sample" else "sample"
+        variants = {"guidance_scale=1.0": ({"guidance_scale": 1.0}, seeds),
+                    f"latent={other}": ({"latent": other}, seeds),
+                    "seed+1": ({}, [s + 1 for s in seeds]),
+                    "color_fix=nofix": ({"color_fix": "nofix"}, seeds)}  # fmt: skip
+        for name, (variant, vseeds) in variants.items():
+            cfg = {"latent": args.latent, **tiles, **variant}
+            out = work / f"variant-{args.latent}" / name
+            _harness(lr_files[:1], sd_dir, s3_dir, args.arch, out, vseeds, **cfg)
             first = lr_files[0].name
-            mx, share, _ = _compare(work / "official" / first, work / name / first)
+            mx, share, _ = _compare(official / first, out / first)
             print(f"sensitivity {name:20s} max |diff| {mx:3d}/255  differing pixels {share:.3f}")
     return 0 if worst <= 1 else 1
 

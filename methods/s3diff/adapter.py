@@ -5,10 +5,17 @@ Per image (official ``inference_s3diff.py`` with ``s3diff_tile``):
 1. LR in [0, 1] -> bilinear x4 (``align_corners=False``) -> ``x * 2 - 1`` -> clamp to [-1, 1]
    -> reflect-pad right/bottom to multiples of 64;
 2. degradation scores of the LR (in [0, 1]) modulate every LoRA layer;
-3. VAE encode (posterior *sample*), UNet at t=999 with the positive and negative prompts,
-   ``neg + 1.07 (pos - neg)``, DDPM x0 step, VAE decode, clamp, crop the padding;
+3. VAE encode (posterior *sample*: mean + std * noise), UNet at t=999 with the positive and
+   negative prompts, ``neg + 1.07 (pos - neg)``, DDPM x0 step, VAE decode, clamp, crop the
+   padding;
 4. ``y * 0.5 + 0.5`` truncated to 8 bits, the wavelet colour fix against the (8-bit truncated)
    upscaled LR, clamp, truncate to 8 bits again.
+
+Randomness: the official script samples the VAE posterior from an unseeded generator, so its
+outputs change from run to run. Here image i's noise (N(0, 1), drawn on the CPU in fp32) comes
+from its own generator seeded with ``seeds[i]`` (the runner derives it from the run seed and the
+image name): outputs repeat, and depend neither on file order nor on the batch. ``latent=mean``
+uses the posterior mean instead (no noise; the seed is then unused).
 
 Weights: ``s3diff.pkl`` and ``de_net.pth`` (``weights_dir``) and SD-Turbo in the diffusers
 layout (``sd_turbo_dir``, default the Hugging Face cache snapshot that ``harness weights fetch
@@ -17,6 +24,7 @@ s3diff`` fills).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +50,7 @@ S3DIFF_HF = "https://huggingface.co/zhangap/S3Diff"
 SD_TURBO_HF = "https://huggingface.co/stabilityai/sd-turbo"
 MULTIPLE = 64
 SD_TURBO_LICENSE = "Stability AI Non-Commercial Research Community License (SD-Turbo)"
+DEFAULT_SEED = 0  # posterior noise seed for calls without per-image seeds (profiling, direct use)
 
 
 def preprocess(lr: torch.Tensor, scale: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
@@ -105,10 +114,11 @@ class S3Diff(SRMethod):
             for f in TOKENIZER_FILES
         ),  # fmt: skip
         deviations=(
-            "The VAE posterior sample's noise comes from the per-image seed (the runner seeds "
-            "before each batch; with batch_size > 1 images after the first draw in turn), so "
-            "outputs repeat; the official script samples from an unseeded generator and its "
-            "outputs differ from run to run. latent=mean uses the posterior mean instead.",
+            "The VAE posterior is sampled as officially (default latent=sample), but its noise "
+            "comes from a generator per image seeded with the per-image seed (drawn on the CPU "
+            "in fp32), so outputs repeat and do not depend on file order or batch; the official "
+            "script samples from an unseeded global generator (on the GPU) and its outputs "
+            "differ from run to run. latent=mean (posterior mean, no noise) is an option.",
             "The DDPM step's added variance (1e-10 * noise at t=999) is left out.",
             "The prompts are encoded once when the weights load, not for every image (same "
             "values).",
@@ -128,9 +138,11 @@ class S3Diff(SRMethod):
             "tiling sizes, latent=mean.",
         ),
         notes="Two UNet passes per image (guidance 1.07 with fixed prompts). fp32 by default. "
-        "The seed matters: the official code samples the VAE posterior.",
+        "The seed matters: the official code samples the VAE posterior, and so does the default "
+        "here, from the per-image seed.",
+        stochastic=True,  # default latent=sample: the output depends on the per-image seed
     )
-    version = "1"
+    version = "2"
 
     # -- configuration -------------------------------------------------------------------------
     def _arch(self) -> S3DiffConfig:
@@ -282,27 +294,32 @@ class S3Diff(SRMethod):
             "modulation": mods,
         }
 
-    def _noise(self, x: torch.Tensor, generators: list[torch.Generator] | None) -> torch.Tensor:
-        """Posterior noise (N, 4, H/8, W/8), each image's drawn on its own from its generator
-        (or in turn from the global generator), on the CPU as the official code draws it."""
+    @staticmethod
+    def posterior_noise(x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+        """Posterior noise (N, 4, H/8, W/8) for the padded input ``x``: image i's N(0, 1) values
+        drawn on the CPU in fp32 from a generator seeded with ``seeds[i]`` alone."""
         shape = (1, 4, x.shape[-2] // 8, x.shape[-1] // 8)
-        gens = generators or [None] * x.shape[0]
-        return torch.cat([torch.randn(shape, generator=g, dtype=torch.float32) for g in gens])
+        return torch.cat([
+            torch.randn(shape, generator=torch.Generator().manual_seed(int(s)))
+            for s in seeds
+        ])  # fmt: skip
 
-    def upscale(
-        self, lr: torch.Tensor, generators: list[torch.Generator] | None = None
-    ) -> torch.Tensor:
+    def upscale(self, lr: torch.Tensor, seeds: Sequence[int] | None = None) -> torch.Tensor:
         """``(N, 3, h, w)`` in [0, 1] -> ``(N, 3, 4h, 4w)`` in [0, 1], multiples of 1/255.
 
-        ``generators`` (one per image) seed the posterior noise; without them it is drawn from
-        the global generator, which the runner seeds per batch."""
+        ``seeds[i]`` seeds image i's posterior noise (default: ``DEFAULT_SEED`` for every
+        image); unused with ``latent=mean``."""
         h, w = lr.shape[-2:]
         self.check_input_size(h, w)
+        n = lr.shape[0]
+        seeds = list(seeds) if seeds is not None else [DEFAULT_SEED] * n
+        if len(seeds) != n:
+            raise ValueError(f"s3diff: {len(seeds)} seeds for {n} images")
         lr = lr.to(self.device, torch.float32)
         up, x = preprocess(lr, self.scale)
         noise = None
         if self.options["latent"] == "sample":
-            noise = self._noise(x, generators).to(self.device)
+            noise = self.posterior_noise(x, seeds).to(self.device)
         with torch.no_grad():
             y = self.net(x.to(self.dtype), lr.to(self.dtype), noise)
         y = y[..., : up.shape[-2], : up.shape[-1]].float()
