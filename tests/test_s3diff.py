@@ -169,6 +169,23 @@ def test_posterior_noise_is_per_image_and_standard_normal():
     assert torch.equal(alone, torch.randn(1, 4, 8, 16, generator=torch.Generator().manual_seed(8)))
 
 
+def test_posterior_sample_is_the_official_draw(method):
+    """With the same generator state, ``encode(x, noise)`` is what the official
+    ``vae.encode(x).latent_dist.sample()`` returns (diffusers' posterior, scaled)."""
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+    net = method.net
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(9)) * 2 - 1
+    with torch.no_grad():
+        net.modulate(torch.tensor([[0.3, 0.6]]))
+        ours = net.encode(x, S3Diff.posterior_noise(x, [11]))
+        moments = net.vae.quant_conv(net.vae.encoder(x))
+        posterior = DiagonalGaussianDistribution(moments)
+        official = posterior.sample(generator=torch.Generator().manual_seed(11)) * 0.18215
+        assert torch.allclose(ours, official, atol=1e-6)
+        assert (ours - posterior.mean * 0.18215).abs().max() > 0.01  # the noise plays a part
+
+
 def test_batch_matches_single_images(method):
     lrs = torch.rand(2, 3, 16, 24, generator=torch.Generator().manual_seed(4))
     batch = method.upscale(lrs, seeds=[7, 8])

@@ -1,7 +1,7 @@
 """S3Diff: the harness adapter against the official inference script, same random weights, fp32.
 
     python tools/equivalence_s3diff.py OFFICIAL_CHECKOUT [--python ENV/bin/python]
-        [--arch tiny|paper] [--latent sample|mean] [--out DIR]
+        [--arch tiny|paper] [--latent sample|mean] [--images N] [--stages] [--out DIR]
 
 1. Random weights are written in the official layouts (SD-Turbo folder in the diffusers layout,
    ``s3diff.pkl``, ``de_net.pth``) by ``harness.methods.s3diff.convert.write_official``.
@@ -25,9 +25,30 @@
 5. Sensitivity: harness-side variants (guidance 1.0, the other latent mode, another seed, no
    colour fix) must differ from the official output by far more than 1/255, showing the
    comparison can fail.
+6. ``--stages`` also records, on both sides, the intermediate tensors under the same names
+   (degradation scores, network input, prompt embeddings, every LoRA layer's modulation
+   matrix, posterior moments, each UNet call's input and output, the denoised latent, the
+   decoded image) and prints their largest differences: where a mismatch starts.
 
-Prints one line per image (max |diff| in 8-bit levels, share of differing pixels) and exits 1
-when any image differs by more than 1 level.
+Prints one line per image (max |diff| in 8-bit levels, share of differing pixels, mean |diff|
+in 8-bit levels) and exits 1 when any image differs by more than 1 level.
+
+Results (fp32, CPU, official environment: torch 2.14.1 -- the pinned torch was not installed --
+with the pinned diffusers 0.25.1, transformers 4.35.2, peft 0.10.0, accelerate 0.25.0; harness:
+diffusers 0.42.1, transformers 5.24.0):
+
+* ``--arch tiny`` (5 images: two DRealSR crops, three sizes that switch on the tiled VAE
+  encoder, the tiled decoder and the tiled latent), ``--latent sample``: every image max 1/255,
+  0.008-0.015% of the pixel values differ (by 1), mean |diff| 0.0001-0.0002 levels. Sensitivity
+  on the first image: guidance 1.0 12/255, latent=mean 235/255, seed+1 248/255, no colour fix
+  72/255. ``--latent mean``: TINY_MEAN.
+* ``--arch paper`` (SD-Turbo sizes, ranks 32/16; two DRealSR crops, 64 -> 256), ``--latent
+  mean``: PAPER_MEAN.
+* ``--stages`` (tiny, one image, both latent modes): degradation scores, network input,
+  posterior moments, UNet inputs (so the posterior noise too) and all 286 modulation matrices
+  identical; prompt embeddings within 1.3e-6, UNet outputs within 3e-6, decoded image within
+  7e-6: the remaining 1-level pixels are 8-bit truncation of values within float rounding of a
+  level boundary.
 """
 
 from __future__ import annotations
@@ -106,11 +127,57 @@ def _official(argv: list[str]) -> None:
         return forward(self, *a, **k)
 
     s3diff_tile.S3Diff.forward = seeded
+    if job.get("dump"):
+        records = _official_hooks(s3diff_tile, sys.modules["de_net"])
     if job.get("latent") == "mean":  # the posterior's sample() is its mean (mode)
         posterior = sys.modules[AutoencoderKL.__module__].DiagonalGaussianDistribution
         posterior.sample = lambda self, generator=None: self.mode()
     inf.evaluate = lambda *a, **k: []
     inf.main(inf.parse_args_paired_testing())
+    if job.get("dump"):
+        torch.save(records, job["dump"])
+
+
+def _official_hooks(s3diff_tile, de_net) -> dict:
+    """Record the official intermediate tensors (stage name -> list, one per call)."""
+    records: dict = {}
+
+    def keep(name, t):
+        records.setdefault(name, []).append(t.detach().float().cpu().clone())
+
+    de_forward = de_net.DEResNet.forward
+
+    def de(self, x):
+        out = de_forward(self, x)
+        keep("degradation scores", out)
+        return out
+
+    de_net.DEResNet.forward = de
+    forward = s3diff_tile.S3Diff.forward
+
+    def hooked(self, c_t, *a, **k):
+        if not getattr(self, "_hooked", False):
+            self._hooked = True
+            self.text_encoder.register_forward_hook(lambda m, i, o: keep("prompt embeddings", o[0]))
+            self.vae.quant_conv.register_forward_hook(lambda m, i, o: keep("posterior moments", o))
+            self.unet.register_forward_hook(lambda m, i, o: keep("unet input", i[0]))
+            self.unet.register_forward_hook(lambda m, i, o: keep("unet output", o.sample))
+            self.vae.post_quant_conv.register_forward_hook(
+                lambda m, i, o: keep("denoised latent", i[0])
+            )
+        keep("network input", c_t)
+        out = forward(self, c_t, *a, **k)
+        keep("decoded image", out)
+        for prefix, net, names in (
+            ("unet", self.unet, self.unet_lora_layers),
+            ("vae", self.vae, self.vae_lora_layers),
+        ):
+            for name in names:
+                keep(f"{prefix} modulation {name}", net.get_submodule(name).de_mod)
+        return out
+
+    s3diff_tile.S3Diff.forward = hooked
+    return records
 
 
 # ----------------------------------------------------------------------------- harness side
@@ -143,8 +210,9 @@ def _images(folder: Path, arch: str) -> list[Path]:
     return out
 
 
-def _harness(lr_files, sd_dir, s3_dir, arch, out_dir: Path, seeds, **cfg) -> None:
-    """The adapter on each file with its seed; writes PNGs under the same names."""
+def _harness(lr_files, sd_dir, s3_dir, arch, out_dir: Path, seeds, dump=None, **cfg) -> None:
+    """The adapter on each file with its seed; writes PNGs under the same names (and, with
+    ``dump``, its intermediate tensors under the official stage names)."""
     import torch
 
     from harness.imageio import from_tensor, read_rgb, to_tensor, write_png
@@ -152,12 +220,72 @@ def _harness(lr_files, sd_dir, s3_dir, arch, out_dir: Path, seeds, **cfg) -> Non
 
     m = S3Diff({"arch": arch, "weights_dir": str(s3_dir), "sd_turbo_dir": str(sd_dir), **cfg})
     m.load(torch.device("cpu"), torch.float32)
+    records = _harness_hooks(m.net) if dump else None
     out_dir.mkdir(parents=True, exist_ok=True)
     for f, seed in zip(lr_files, seeds):
         lr = to_tensor(read_rgb(f))  # (1, 3, h, w) in [0, 1]
         with torch.inference_mode():
             sr = m.upscale(lr, seeds=[seed])
         write_png(out_dir / f.name, from_tensor(sr[0]))
+    if dump:
+        torch.save(records, dump)
+
+
+def _harness_hooks(net) -> dict:
+    """Record the harness network's intermediate tensors, named as :func:`_official_hooks`."""
+    records: dict = {}
+
+    def keep(name, t):
+        records.setdefault(name, []).append(t.detach().float().cpu().clone())
+
+    net.de_net.register_forward_hook(lambda m, i, o: keep("degradation scores", o))
+    net.vae.quant_conv.register_forward_hook(lambda m, i, o: keep("posterior moments", o))
+    net.unet.register_forward_hook(lambda m, i, o: keep("unet input", i[0]))
+    net.unet.register_forward_hook(lambda m, i, o: keep("unet output", o.sample))
+    net.vae.post_quant_conv.register_forward_hook(lambda m, i, o: keep("denoised latent", i[0]))
+
+    def before(m, args):
+        keep("prompt embeddings", net.pos_embeds)
+        keep("prompt embeddings", net.neg_embeds)
+        keep("network input", args[0])
+
+    def after(m, i, out):
+        keep("decoded image", out)
+        for prefix, model, mod, names in (
+            ("unet", net.unet, net.unet_mod, net.unet_lora),
+            ("vae", net.vae, net.vae_mod, net.vae_lora),
+        ):
+            for name in names:
+                keep(f"{prefix} modulation {name}", mod.matrix(model.get_submodule(name).block))
+
+    net.register_forward_pre_hook(before)
+    net.register_forward_hook(after)
+    return records
+
+
+def _compare_stages(official: Path, ours: Path) -> None:
+    """Print, per stage, the largest difference and the largest reference value."""
+    import torch
+
+    a, b = torch.load(official, weights_only=True), torch.load(ours, weights_only=True)
+    mods = [k for k in a if " modulation " in k]
+    for name in [k for k in a if k not in mods] + [k for k in b if k not in a]:
+        if name not in a or name not in b or len(a[name]) != len(b[name]):
+            print(f"stage {name:24s} calls: official {len(a.get(name, []))}, "
+                  f"harness {len(b.get(name, []))}")  # fmt: skip
+            continue
+        for i, (x, y) in enumerate(zip(a[name], b[name])):
+            if x.shape != y.shape:
+                print(f"stage {name:24s} [{i}] shapes {tuple(x.shape)} vs {tuple(y.shape)}")
+                continue
+            print(f"stage {name:24s} [{i}] max |diff| {(x - y).abs().max().item():.3e}  "
+                  f"max |official| {x.abs().max().item():.3e}")  # fmt: skip
+    worst = max(((x - y).abs().max().item(), k) for k in mods if k in b
+                for x, y in zip(a[k], b[k]))  # fmt: skip
+    print(
+        f"stage modulation matrices ({len(mods)} layers) worst max |diff| {worst[0]:.3e} "
+        f"({worst[1]})"
+    )
 
 
 def _compare(a: Path, b: Path) -> tuple[int, float, float]:
@@ -185,6 +313,9 @@ def main() -> int:
     p.add_argument("--no-sensitivity", action="store_true", help="skip the harness variants")
     p.add_argument("--reuse-official", action="store_true",
                    help="keep official outputs already in --out (same weights)")  # fmt: skip
+    p.add_argument(
+        "--stages", action="store_true", help="also record and compare intermediate tensors"
+    )
     p.add_argument("--default-tiles", action="store_true",
                    help="tiny: keep the official tile sizes (slow)")  # fmt: skip
     args = p.parse_args()
@@ -218,6 +349,7 @@ def main() -> int:
         f"sf: 4\nvalidation:\n  lr_path: {lr_dir}\n  io_backend:\n    type: disk\n"
     )
     job = {
+        "dump": str(work / f"{out_name}-stages.pt") if args.stages else None,
         "latent": args.latent,
         "seeds": seeds,
         "threads": int(os.environ.get("OMP_NUM_THREADS", "2")),
@@ -232,7 +364,9 @@ def main() -> int:
     (work / "job.json").write_text(json.dumps(job))
     t = time.time()
     official = work / out_name
-    done = all((official / f.name).is_file() for f in lr_files)
+    done = all((official / f.name).is_file() for f in lr_files) and (
+        not args.stages or Path(job["dump"]).is_file()
+    )
     if args.reuse_official and done:
         print(f"official: outputs reused from {official}")
     else:
@@ -253,8 +387,11 @@ def main() -> int:
         print(f"official: {time.time() - t:.0f} s")
     t = time.time()
     ours = work / f"harness-{args.latent}"
-    _harness(lr_files, sd_dir, s3_dir, args.arch, ours, seeds, latent=args.latent, **tiles)
+    dump = work / f"harness-{args.latent}-stages.pt" if args.stages else None
+    _harness(lr_files, sd_dir, s3_dir, args.arch, ours, seeds, dump, latent=args.latent, **tiles)
     print(f"harness: {time.time() - t:.0f} s")
+    if dump:
+        _compare_stages(Path(job["dump"]), dump)
     worst = 0
     for f in lr_files:
         mx, share, mean = _compare(official / f.name, ours / f.name)

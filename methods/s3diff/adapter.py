@@ -117,8 +117,11 @@ class S3Diff(SRMethod):
             "The VAE posterior is sampled as officially (default latent=sample), but its noise "
             "comes from a generator per image seeded with the per-image seed (drawn on the CPU "
             "in fp32), so outputs repeat and do not depend on file order or batch; the official "
-            "script samples from an unseeded global generator (on the GPU) and its outputs "
-            "differ from run to run. latent=mean (posterior mean, no noise) is an option.",
+            "script samples from the global generator (on the GPU): unseeded by default, so its "
+            "outputs differ from run to run (two seeds: up to 248 8-bit levels apart on tiny "
+            "random weights), or "
+            "seeded once per run with --seed, so an image's output depends on the files read "
+            "before it. latent=mean (posterior mean, no noise) is an option.",
             "The DDPM step's added variance (1e-10 * noise at t=999) is left out.",
             "The prompts are encoded once when the weights load, not for every image (same "
             "values).",
