@@ -33,17 +33,21 @@
 Prints one line per image (max |diff| in 8-bit levels, share of differing pixels, mean |diff|
 in 8-bit levels) and exits 1 when any image differs by more than 1 level.
 
-Results (fp32, CPU, official environment: torch 2.14.1 -- the pinned torch was not installed --
-with the pinned diffusers 0.25.1, transformers 4.35.2, peft 0.10.0, accelerate 0.25.0; harness:
-diffusers 0.42.1, transformers 5.24.0):
+Results (fp32, CPU; official environment: the pinned diffusers 0.25.1, transformers 4.35.2,
+peft 0.10.0, accelerate 0.25.0 with torch 2.14.1 / torchvision 0.29.1 instead of the pinned
+2.1.0 / 0.16.0; harness: diffusers 0.42.1, transformers 5.24.0, the same torch):
 
 * ``--arch tiny`` (5 images: two DRealSR crops, three sizes that switch on the tiled VAE
   encoder, the tiled decoder and the tiled latent), ``--latent sample``: every image max 1/255,
-  0.008-0.015% of the pixel values differ (by 1), mean |diff| 0.0001-0.0002 levels. Sensitivity
+  0.008-0.015% of the values differ (by 1 level), mean |diff| 0.0001-0.0002 levels. Sensitivity
   on the first image: guidance 1.0 12/255, latent=mean 235/255, seed+1 248/255, no colour fix
-  72/255. ``--latent mean``: TINY_MEAN.
-* ``--arch paper`` (SD-Turbo sizes, ranks 32/16; two DRealSR crops, 64 -> 256), ``--latent
-  mean``: PAPER_MEAN.
+  72/255. ``--latent mean``: every image max 1/255, 0.008-0.017% of the values differ.
+* ``--arch paper`` (SD-Turbo sizes, ranks 32/16; two DRealSR crops, 64 -> 256, official tile
+  sizes), ``--latent mean --stages``: both images max 1/255, 0.041% and 0.045% of the values
+  differ; degradation scores, network input, posterior moments, UNet inputs and all 288
+  modulation matrices identical, prompt embeddings within 2.5e-6, UNet outputs within 6.8e-6,
+  decoded image within 2.8e-5. About 7 GB of memory, 12 minutes on a shared 2-core CPU.
+  ``--latent sample``: PAPER_SAMPLE.
 * ``--stages`` (tiny, one image, both latent modes): degradation scores, network input,
   posterior moments, UNet inputs (so the posterior noise too) and all 286 modulation matrices
   identical; prompt embeddings within 1.3e-6, UNet outputs within 3e-6, decoded image within
