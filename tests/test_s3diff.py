@@ -323,15 +323,24 @@ def test_tiled_vae_with_one_tile_equals_the_whole_image():
 # ----------------------------------------------------------------------------- the harness
 
 
-def test_harness_run_on_embedded_set(official, cache_dir, tmp_path, cli):
+def test_harness_run_on_a_folder(official, cache_dir, tmp_path, cli):
+    import numpy as np
+
+    from harness.imageio import write_png
+
     sd, s3 = official
+    rng = np.random.default_rng(0)
+    data = tmp_path / "pairs"
+    for n in ("a", "b"):  # small images: the run's code path, not the network's cost
+        write_png(data / "LR" / f"{n}.png", rng.integers(0, 256, (24, 20, 3), np.uint8))
+        write_png(data / "HR" / f"{n}.png", rng.integers(0, 256, (96, 80, 3), np.uint8))
     out = tmp_path / "run"
-    rc = cli("run", "--methods", "s3diff", "--out", out, "--metrics", "psnr",
+    rc = cli("run", "--methods", "s3diff", "--datasets", data, "--out", out, "--metrics", "psnr",
              "method.arch=tiny", f"method.weights_dir={s3}", f"method.sd_turbo_dir={sd}",
              "profile.enabled=false")  # fmt: skip
     assert rc == 0
     rows = (out / "per_image.csv").read_text().strip().splitlines()
-    assert len(rows) == 7 and rows[1].startswith("s3diff,embedded,")
+    assert len(rows) == 3 and rows[1].startswith("s3diff,pairs,")
     manifest = (out / "manifest.json").read_text()
     assert "S3Diff" in manifest and "deviations" in manifest
 
