@@ -111,6 +111,9 @@ def _upscale(method, ds, cache, group, lr: torch.Tensor, seed: int) -> None:
         raise RuntimeError(f"{method.card.name} returned {tuple(sr.shape)}, expected {want}")
     for s, img in zip(group, sr):
         write_png(cache.path(s.name), from_tensor(img))
+    info = method.last_info()
+    if info:
+        cache.record_info({s.name: facts for s, facts in zip(group, info)})
 
 
 # ----------------------------------------------------------------------------- metric stage
@@ -241,6 +244,7 @@ def run(cfg: DictConfig) -> Path:
 
     groups: list[Group] = []
     loaded: set[str] = set()
+    image_info: list[dict[str, Any]] = []  # per-image facts from the methods (prompts.jsonl)
     for ds in datasets:
         manifest["datasets"][ds.name] = {
             "manifest_hash": ds.manifest_hash(),
@@ -273,15 +277,21 @@ def run(cfg: DictConfig) -> Path:
                     "card": m.card.to_dict(),
                     "adapter_version": m.version,
                     "weights_digest": key_inputs["weights"],
+                    "signature": key_inputs["signature"],
                     "sr_cache": {},
                 },
             )
             entry["sr_cache"][ds.name] = str(cache.dir)
             sr_stage(m, ds, cache, device, dtype, seed, force, loaded)
+            facts = cache.read_info()
+            image_info += [{"method": m.card.name, "dataset": ds.name, "image": s.name}
+                           | facts[s.name] for s in ds if s.name in facts]  # fmt: skip
             items = [Item(s.name, cache.path(s.name), s.hr) for s in ds]
             hr_dir = ds.samples[0].hr.parent if ds.has_hr else None
             groups.append(Group(m.card.name, ds.name, items, cache.key, metrics, cache.dir, hr_dir))
 
+    if image_info:
+        store.write_prompts(image_info)
     rows, sets = _score_groups(store, suite, groups, force, int(cfg.metric_batch_size))
     if cfg.profile.enabled:
         _profile(store, methods, cfg, device, dtype)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from harness.methods.adcsr import AdcSR
 from harness.methods.base import DTYPES, MethodCard, SRMethod, WeightFile
 from harness.methods.classical import Bicubic, Lanczos
+from harness.methods.osediff import OSEDiff
 from harness.registry import Registry
 
 METHODS: Registry[type[SRMethod]] = Registry("method")
 
-for _cls in (Bicubic, Lanczos, AdcSR):
+for _cls in (Bicubic, Lanczos, AdcSR, OSEDiff):
     METHODS.register(_cls.card.name)(_cls)
 
 __all__ = ["DTYPES", "METHODS", "MethodCard", "SRMethod", "WeightFile"]

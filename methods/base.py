@@ -124,6 +124,12 @@ class SRMethod(ABC):
         """Run settings that change the output bits (part of the SR cache key)."""
         return {"device": device.type, "dtype": str(dtype).removeprefix("torch.")}
 
+    def last_info(self) -> list[dict[str, Any]] | None:
+        """Per-image facts about the last :meth:`upscale` call, one JSON-able dict per image
+        (e.g. ``{"prompt": ...}``: the text a diffusion method was conditioned on), or None.
+        The runner records them with the SR images (``prompts.jsonl`` in the run directory)."""
+        return None
+
     @abstractmethod
     def upscale(self, lr: torch.Tensor) -> torch.Tensor:
         """``(N, 3, h, w)`` in [0, 1] -> ``(N, 3, h*scale, w*scale)`` in [0, 1]."""

@@ -31,6 +31,10 @@ from harness.errors import HarnessError
 PYIQA_HF = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
 TORCHVISION = "https://download.pytorch.org/models"
 ADCSR_HF = "https://huggingface.co/Guaishou74851/AdcSR/resolve/main"
+# SD2.1-base: stabilityai's repository was removed (Nov 2025); this mirror is the one OSEDiff's
+# authors point to (cswry/OSEDiff issue #77). `--mirror` or HARNESS_WEIGHTS_MANIFEST swap it.
+SD21_BASE = "https://huggingface.co/Manojb/stable-diffusion-2-1-base/resolve/main"
+SD_LICENSE = "CreativeML Open RAIL++-M"
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,23 @@ BUILTIN: tuple[WeightEntry, ...] = (
                 "harness:adcsr", ("adcsr",), "Apache-2.0"),
     WeightEntry("adcsr-halfdecoder", "halfDecoder.ckpt", f"{ADCSR_HF}/halfDecoder.ckpt",
                 "harness:adcsr", ("adcsr",), "Apache-2.0"),
+    WeightEntry("osediff-checkpoint", "osediff.pkl",
+                "https://raw.githubusercontent.com/cswry/OSEDiff/main/preset/models/osediff.pkl",
+                "harness:osediff", ("osediff",), "Apache-2.0"),
+    WeightEntry("sd21base-unet", "sd21base-unet.safetensors",
+                f"{SD21_BASE}/unet/diffusion_pytorch_model.safetensors", "harness:osediff",
+                ("osediff",), SD_LICENSE,
+                sha256="6dfae3e5f7d459b50f4b0850ead945972c75bb0e1897628933e169eb43974214"),
+    WeightEntry("sd21base-vae", "sd21base-vae.safetensors",
+                f"{SD21_BASE}/vae/diffusion_pytorch_model.safetensors", "harness:osediff",
+                ("osediff",), SD_LICENSE),
+    WeightEntry("sd21base-text-encoder", "sd21base-text-encoder.safetensors",
+                f"{SD21_BASE}/text_encoder/model.safetensors", "harness:osediff", ("osediff",),
+                SD_LICENSE),
+    WeightEntry("sd21base-vocab", "sd21base-vocab.json", f"{SD21_BASE}/tokenizer/vocab.json",
+                "harness:osediff", ("osediff",), SD_LICENSE),
+    WeightEntry("sd21base-merges", "sd21base-merges.txt", f"{SD21_BASE}/tokenizer/merges.txt",
+                "harness:osediff", ("osediff",), SD_LICENSE),
     WeightEntry("testset-div2k-val", "DIV2K-Val.zip", f"{ADCSR_HF}/DIV2K-Val.zip", "data",
                 ("div2k_val",), "DIV2K: academic research only", unpack=True),
     WeightEntry("testset-realsr", "RealSR.zip", f"{ADCSR_HF}/RealSR.zip", "data", ("realsr",),
