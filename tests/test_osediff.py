@@ -215,10 +215,12 @@ def test_colour_fix_variants_differ(files, method):
 
 
 def test_small_and_odd_inputs_follow_the_official_sizes(method):
-    # below process_size/4 (16 here): enlarged to a short side of 16, x4, then back to 4x
-    assert preprocess(np.zeros((10, 12, 3), np.uint8), 4, 64).size == (76, 64)
-    # 4x not a multiple of 8: LANCZOS down to one
+    # below process_size/4 (16 here): enlarged to 19x16 (int(1.6 * 12) x 16), x4 = 76x64,
+    # then LANCZOS down to a multiple of 8
+    assert preprocess(np.zeros((10, 12, 3), np.uint8), 4, 64).size == (72, 64)
+    # 19x17 -> 76x68 -> 72x64
     assert preprocess(np.zeros((17, 19, 3), np.uint8), 4, 64).size == (72, 64)
+    assert preprocess(np.zeros((16, 24, 3), np.uint8), 4, 64).size == (96, 64)  # untouched
     for h, w in ((10, 12), (17, 19)):
         lr = _lr(h, w, seed=h)
         out = _run(method, lr)
