@@ -246,22 +246,28 @@ def test_latent_sample_follows_the_seed(files, method):
         OSEDiff({"prompt": "empty", "latent": "sample", "batch_size": 2})
 
 
-def test_tiling_agrees_with_whole_image(files):
-    """LR 96 -> 384 px -> 48x48 latent: small tiles force latent tiling (24, overlap 8), VAE
-    encoder tiles (128 px) and decoder tiles (16 latent px). Tolerance: mean |diff| < 3 levels,
-    99th percentile < 12 (tile-local attention, shared GroupNorm statistics and Gaussian
-    blending are approximations of the whole-image pass, as in the official code)."""
-    small = {"latent_tile": 24, "latent_overlap": 8, "vae_encoder_tile": 128,
-             "vae_decoder_tile": 16}  # fmt: skip
+def test_tiling_runs_in_the_pipeline_and_can_be_switched_off(files):
+    """LR 40 -> 160 px -> 20x20 latent: small tiles force latent tiling (12, overlap 4), VAE
+    encoder tiles (64 px) and decoder tiles (8 latent px); ``tiling=false`` runs whole images.
+
+    How close tiled and whole-image outputs are is a property of the weights: random weights
+    are not spatially local, so tiles disagree by tens of levels (measured mean ~50) where
+    SD's trained VAE and UNet agree closely. The tiled path itself is checked against the
+    official tiled code by ``tools/equivalence_osediff.py --tiles`` and piece by piece below."""
+    small = {"latent_tile": 12, "latent_overlap": 4, "vae_encoder_tile": 64,
+             "vae_decoder_tile": 8}  # fmt: skip
     tiled = _method(files, color_fix="nofix", **small)
     whole = _method(files, color_fix="nofix", tiling=False, **small)
     assert tiled.model.tiling.enabled and not whole.model.tiling.enabled
-    lr = torch.from_numpy(np.asarray(Image.open(_photo()).resize((96, 96)))).permute(2, 0, 1)
+    lr = torch.from_numpy(np.asarray(Image.open(_photo()).resize((40, 40)))).permute(2, 0, 1)
     lr = lr[None].float() / 255
+    calls = []
+    hook = tiled.model.unet.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[-1]))
     a, b = _run(tiled, lr), _run(whole, lr)
-    d = (a - b).abs() * 255
-    assert d.mean() < 3 and torch.quantile(d.flatten(), 0.99) < 12, (d.mean(), d.max())
-    assert d.max() > 0  # the tiled path really ran
+    hook.remove()
+    assert a.shape == b.shape == (1, 3, 160, 160)
+    assert calls == [12] * 4  # 2x2 latent windows
+    assert not torch.equal(a, b)
 
 
 def _photo() -> Path:
@@ -283,22 +289,39 @@ def test_tiled_latent_is_exact_for_pointwise_functions():
     assert torch.allclose(out, z * 2 + 1, atol=1e-5)
 
 
-def test_tiled_vae_is_close_to_the_whole_pass():
+def test_tiled_vae_layer_program_equals_the_whole_pass_on_one_tile():
+    """One tile through the tiled path (layer program, shared GroupNorm statistics, attention
+    core, crop and paste) reproduces the plain encoder and decoder."""
     from harness.methods.common.tiling import TiledVAE
 
     torch.manual_seed(0)
     vae = OSEDiffNet(OSEDiffConfig.tiny(), lora=False).vae.eval()
-    x = torch.rand(1, 3, 256, 192) * 2 - 1
-    z = torch.randn(1, 4, 48, 40)
+    x = torch.rand(1, 3, 64, 48) * 2 - 1
+    z = torch.randn(2, 4, 8, 6)
     with torch.no_grad():
-        enc = TiledVAE(vae.encoder, False, 96, 32, offload=False)
+        enc = TiledVAE(vae.encoder, False, 128, 32, offload=False)
         dec = TiledVAE(vae.decoder, True, 16, 11, offload=False)
-        assert enc.needs_tiling(x) and dec.needs_tiling(z)
         for tiled, plain, inp in ((enc, vae.encoder, x), (dec, vae.decoder, z)):
-            a, b = tiled(inp), plain(inp)
+            a, b = tiled._tiled(inp), plain(inp)
             assert a.shape == b.shape
-            rel = (a - b).norm() / b.norm()
-            assert rel < 0.05, rel
+            assert (a - b).abs().max() < 1e-4 * b.abs().max(), (a - b).abs().max()
+
+
+@pytest.mark.parametrize("h,w,tile,pad,scale", [(256, 192, 96, 32, 1 / 8), (48, 40, 16, 11, 8),
+                                                (100, 75, 32, 11, 8)])  # fmt: skip
+def test_vae_tiles_cover_the_output_exactly_once(h, w, tile, pad, scale):
+    from harness.methods.common.tiling import split_tiles
+
+    tiles = split_tiles(h, w, tile, pad, scale)
+    assert len(tiles) > 1
+    f = 8 if scale > 1 else 1 / 8
+    cover = np.zeros((int(h * f), int(w * f)), np.int32)
+    for t in tiles:
+        x1, x2, y1, y2 = t.out
+        cover[y1:y2, x1:x2] += 1
+        ix1, ix2, iy1, iy2 = t.inp  # the valid region lies inside the padded input window
+        assert ix1 * f <= x1 and x2 <= ix2 * f and iy1 * f <= y1 and y2 <= iy2 * f
+    assert (cover == 1).all()
 
 
 # ----------------------------------------------------------------------------- prompts
@@ -438,7 +461,7 @@ def test_run_adcsr_and_osediff_on_the_embedded_set(files, cache_dir, tmp_path, c
     out = tmp_path / "run"
     rc = cli("run", "--methods", "adcsr,osediff", "--out", out, "method.arch=tiny",
              f"method.adcsr.weights={tmp_path / 'adcsr.safetensors'}",
-             "method.osediff.prompt=text:a photo, ,", "profile.enabled=false")  # fmt: skip
+             "method.osediff.prompt='text:a photo, ,'", "profile.enabled=false")  # fmt: skip
     assert rc == 0
     summary = json.loads((out / "summary.json").read_text())
     assert [r["method"] for r in summary["results"]] == ["adcsr", "osediff"]
