@@ -6,6 +6,11 @@ at a time. The harness side is ``harness.evaluate.score_items`` with a ``MetricS
 included. Both score the same pairs; the script prints both times, the ratio and the largest
 per-image difference of each metric.
 
+Whole process: the same two sides as fresh processes, timed from start to exit (interpreter
+start, imports, metric construction, decode, scoring, and for the harness the journal, tables
+and report): the reference as ``python this_script --reference-process``, the harness as
+``harness eval --sr DIR --hr DIR --metrics psnr,ssim``.
+
     python benchmarks/bench_metric_stage.py [--sr DIR --hr DIR] [--limit N] [--json FILE]
 
 Defaults to the 93 DRealSR pairs in ../shared/data/drealsr (OSEDiff outputs vs HR).
@@ -15,6 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -64,24 +74,63 @@ def harness_stage(pairs, names):
     return time.perf_counter() - t0, out
 
 
+def whole_processes(args, n_pairs: int) -> dict:
+    """Wall time of each side as a fresh process, start to exit."""
+    with tempfile.TemporaryDirectory() as tmp:
+        sr, hr = args.sr, args.hr
+        if args.limit:  # the same subset for both sides
+            sr, hr = Path(tmp, "sr"), Path(tmp, "hr")
+            sr.mkdir(), hr.mkdir()
+            pairs = match_by_stem(list_images(args.sr), list_images(args.hr), args.sr, args.hr)
+            for a, b in pairs[:n_pairs]:
+                shutil.copy(a, sr / a.name), shutil.copy(b, hr / b.name)
+        ref_cmd = [
+            sys.executable,
+            __file__,
+            "--reference-process",
+            "--sr",
+            str(sr),
+            "--hr",
+            str(hr),
+        ]
+        harness_bin = Path(sys.executable).with_name("harness")
+        har_cmd = [str(harness_bin), "eval", "--sr", str(sr), "--hr", str(hr), "--metrics",
+                   "psnr,ssim", "--out", str(Path(tmp, "run")), "--force"]  # fmt: skip
+        env = dict(os.environ, HARNESS_NO_PROGRESS="1")
+        times = {}
+        for name, cmd in (("reference", ref_cmd), ("harness", har_cmd)):
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+            times[name] = time.perf_counter() - t0
+    return times
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sr", type=Path, default=SHARED / "osediff")
     ap.add_argument("--hr", type=Path, default=SHARED / "HR")
     ap.add_argument("--limit", type=int, default=0, help="use the first N pairs only")
     ap.add_argument("--json", type=Path, help="also write the results here")
+    ap.add_argument("--reference-process", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     pairs = match_by_stem(list_images(args.sr), list_images(args.hr), args.sr, args.hr)
     if args.limit:
         pairs = pairs[: args.limit]
     names = ["psnr", "ssim"]
+    if args.reference_process:  # one side of the whole-process comparison
+        reference_loop(pairs, names)
+        return
     # warm-up: first calls allocate and load libraries; neither side is charged for it
     reference_loop(pairs[:2], names)
     harness_stage(pairs[:2], names)
     t_ref, ref = reference_loop(pairs, names)
     t_har, har = harness_stage(pairs, names)
     diffs = {n: max(abs(a - b) for a, b in zip(ref[n], har[n])) for n in names}
+    proc = whole_processes(args, len(pairs))
     result = {
+        "process_reference_s": proc["reference"],
+        "process_harness_s": proc["harness"],
+        "process_speedup": proc["reference"] / proc["harness"],
         "pairs": len(pairs),
         "torch_threads": torch.get_num_threads(),
         "reference_s": t_ref,
@@ -94,6 +143,9 @@ def main() -> None:
     print(f"reference loop (pyiqa per image): {t_ref:8.2f} s  {t_ref / len(pairs):.3f} s/pair")
     print(f"harness metric stage:             {t_har:8.2f} s  {t_har / len(pairs):.3f} s/pair")
     print(f"speedup: {t_ref / t_har:.2f}x")
+    ratio = proc["reference"] / proc["harness"]
+    print(f"whole process: reference {proc['reference']:.2f} s, harness eval "
+          f"{proc['harness']:.2f} s, speedup {ratio:.2f}x")  # fmt: skip
     for n in names:
         print(f"max |difference| {n}: {diffs[n]:.3g}   mean {result['means'][n]:.6f}")
     if args.json:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import pickle
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -72,8 +73,11 @@ class _RestrictedPickleModule:
     __name__ = "harness_restricted_pickle"
 
 
-def load_tensors(path: str | Path) -> dict[str, Any]:
-    """The top-level object of a checkpoint file (a dict of tensors, or a dict holding one)."""
+def load_tensors(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+    """The top-level object of a checkpoint file (a dict of tensors, or a dict holding one).
+
+    ``mmap``: map a zip-format file instead of reading it (tensors are paged in when used): for
+    large files of which little is needed. Legacy-format files are read whole regardless."""
     path = Path(path)
     if not path.is_file():
         raise HarnessError(f"{path}: checkpoint file not found")
@@ -81,15 +85,20 @@ def load_tensors(path: str | Path) -> dict[str, Any]:
         from safetensors.torch import load_file
 
         return load_file(str(path))
+    extra = {"mmap": True} if mmap and zipfile.is_zipfile(path) else {}
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, **extra)
     except pickle.UnpicklingError:
         pass  # objects the weights-only loader refuses: read them as inert data instead
     except (RuntimeError, EOFError, OSError) as e:
         raise HarnessError(f"{path}: not a readable PyTorch checkpoint ({e})") from None
     try:
         return torch.load(
-            path, map_location="cpu", weights_only=False, pickle_module=_RestrictedPickleModule
+            path,
+            map_location="cpu",
+            weights_only=False,
+            pickle_module=_RestrictedPickleModule,
+            **extra,
         )
     except Exception as e:
         raise HarnessError(f"{path}: not a readable PyTorch checkpoint ({e})") from None

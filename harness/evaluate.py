@@ -1,12 +1,14 @@
 """The metric stage: decode SR (and HR) images and score them with a :class:`MetricSuite`.
 
 Shared by ``harness run`` (SR images from the cache) and ``harness eval`` (a folder of outputs).
-Decoding runs one image ahead in a thread, so PNG inflation overlaps the metric arithmetic.
+Images are decoded and scored in a pool of threads (every core on a CPU); results are handed
+back in input order, so journals and tables do not depend on the thread count.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,13 +41,38 @@ def _decode(item: Item) -> tuple[torch.Tensor, torch.Tensor | None]:
     return to_tensor(sr), (to_tensor(hr) if hr is not None else None)
 
 
-def _prefetched(items: Sequence[Item]) -> Iterator[tuple[Item, torch.Tensor, torch.Tensor | None]]:
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        nxt = pool.submit(_decode, items[0]) if items else None
-        for i, item in enumerate(items):
-            sr, hr = nxt.result()
-            nxt = pool.submit(_decode, items[i + 1]) if i + 1 < len(items) else None
-            yield item, sr, hr
+def default_workers(device: torch.device | str = "cpu") -> int:
+    """Images in flight at once: every core on a CPU (decode and the float64 SSIM filters release
+    the GIL); two on a GPU, so one image decodes while the other's metrics run."""
+    if torch.device(device).type != "cpu":
+        return 2
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _chunks(items: Sequence[Item], size: int) -> list[list[Item]]:
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
+
+
+def _score_chunk(suite: MetricSuite, chunk: list[Item]) -> list[tuple[Item, Score]]:
+    """Decode ``chunk`` and score it, same-sized neighbours together (one batch per size run)."""
+    decoded = [(item, *_decode(item)) for item in chunk]
+    out: list[tuple[Item, Score]] = []
+    start = 0
+    while start < len(decoded):
+        end = start + 1
+        first = decoded[start]
+        while (
+            end < len(decoded)
+            and decoded[end][1].shape == first[1].shape
+            and ((decoded[end][2] is None) == (first[2] is None))
+        ):
+            end += 1
+        run = decoded[start:end]
+        sr = torch.cat([d[1] for d in run])
+        hr = torch.cat([d[2] for d in run]) if first[2] is not None else None
+        out += [(d[0], score) for d, score in zip(run, suite.score(sr, hr))]
+        start = end
+    return out
 
 
 def score_items(
@@ -54,26 +81,33 @@ def score_items(
     on_scored: Callable[[Item, Score], None],
     label: str = "metrics",
     batch_size: int = 1,
+    workers: int | None = None,
 ) -> None:
-    """Score ``items``, ``batch_size`` same-sized images at a time, calling ``on_scored`` for
-    each image (e.g. to journal it). Each image is decoded once, one batch ahead of scoring."""
-    batch: list[tuple[Item, torch.Tensor, torch.Tensor | None]] = []
+    """Score ``items``, calling ``on_scored`` for each image in order (e.g. to journal it).
 
-    def flush(advance) -> None:
-        if not batch:
-            return
-        sr = torch.cat([b[1] for b in batch])
-        hr = torch.cat([b[2] for b in batch]) if batch[0][2] is not None else None
-        for (item, _, _), score in zip(batch, suite.score(sr, hr)):
-            on_scored(item, score)
-            advance()
-        batch.clear()
-
+    ``batch_size`` same-sized images go through each metric call together; ``workers`` batches
+    are decoded and scored at once in threads (default :func:`default_workers`). Every image's
+    values are those of scoring it alone: metrics are per image and the threads share nothing
+    but the built metric networks, which are only read. ``on_scored`` runs in the calling thread.
+    """
+    chunks = _chunks(items, max(1, batch_size))
+    n_workers = max(1, workers if workers else default_workers(suite.device))
     with progress_bar(label, total=len(items)) as advance:
-        for item, sr, hr in _prefetched(items):
-            if batch and (batch[0][1].shape != sr.shape or (batch[0][2] is None) != (hr is None)):
-                flush(advance)
-            batch.append((item, sr, hr))
-            if len(batch) >= max(1, batch_size):
-                flush(advance)
-        flush(advance)
+        if n_workers == 1 or len(chunks) == 1:
+            for chunk in chunks:
+                for item, score in _score_chunk(suite, chunk):
+                    on_scored(item, score)
+                    advance()
+            return
+        with ThreadPoolExecutor(max_workers=n_workers, thread_name_prefix="score") as pool:
+            window = 2 * n_workers  # bounded look-ahead: memory stays ~2 batches per worker
+            pending = [pool.submit(_score_chunk, suite, c) for c in chunks[:window]]
+            nxt = len(pending)
+            while pending:
+                done = pending.pop(0).result()
+                if nxt < len(chunks):
+                    pending.append(pool.submit(_score_chunk, suite, chunks[nxt]))
+                    nxt += 1
+                for item, score in done:
+                    on_scored(item, score)
+                    advance()

@@ -23,3 +23,15 @@ def sha256_json(obj: Any) -> str:
     """Hex sha256 of the canonical JSON form (sorted keys, no spaces) of ``obj``."""
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+# Keys of a resolved run/eval config that do not change results (where to write, whether to
+# recompute, how many threads): left out of the config hash. Readers of run directories
+# (leaderboard validation) recompute the hash with the same list.
+CONFIG_HASH_EXCLUDES = ("out", "force", "cache_dir", "metric_workers")
+
+
+def config_hash(cfg: dict[str, Any]) -> str:
+    """The config hash of ``summary.json`` / ``manifest.json``: sha256 of the resolved config
+    without :data:`CONFIG_HASH_EXCLUDES`."""
+    return sha256_json({k: v for k, v in cfg.items() if k not in CONFIG_HASH_EXCLUDES})

@@ -8,6 +8,7 @@ each scored image, and write the final tables atomically from the journal (see `
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,19 +20,31 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.cache import SRCache
 from harness.datasets import ImageDataset, build_dataset
-from harness.datasets.base import match_by_stem
+from harness.datasets.base import (
+    Conversions,
+    describe_conversions,
+    match_by_stem,
+    note_conversions,
+    require_scale,
+)
 from harness.envinfo import environment, package_versions, resolve_device
 from harness.errors import HarnessError
 from harness.evaluate import Item, score_items
-from harness.hashing import sha256_file, sha256_json
-from harness.imageio import from_tensor, list_images, read_rgb, to_tensor, write_png, write_text
+from harness.hashing import config_hash, sha256_file, sha256_json
+from harness.imageio import (
+    from_tensor,
+    image_info,
+    list_images,
+    read_rgb,
+    to_tensor,
+    write_png,
+    write_text,
+)
 from harness.methods import DTYPES, METHODS, SRMethod
 from harness.metrics import MetricSuite, Score
+from harness.profiler import load_measured
 from harness.progress import log, progress_bar
 from harness.store import Row, RunStore, summarise
-
-# Keys that do not change results: left out of the config hash.
-_VOLATILE = ("out", "force", "cache_dir")
 
 
 @dataclass
@@ -47,10 +60,6 @@ class Group:
     hr_dir: Path | None = None
 
 
-def config_hash(cfg: dict[str, Any]) -> str:
-    return sha256_json({k: v for k, v in cfg.items() if k not in _VOLATILE})
-
-
 def resolve_dtype(name: str) -> torch.dtype:
     if name not in DTYPES:
         raise HarnessError(f"option --dtype: '{name}' is not one of {', '.join(DTYPES)}")
@@ -64,6 +73,27 @@ def image_seed(seed: int, dataset: str, image: str) -> int:
 
 
 # ----------------------------------------------------------------------------- SR stage
+
+
+def sr_key_inputs(
+    method: SRMethod,
+    weights: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    seed: int,
+    ds: ImageDataset,
+) -> dict[str, Any]:
+    """What the SR cache key hashes. The run seed counts only for stochastic methods: a
+    deterministic method's outputs are shared across seeds."""
+    return {
+        "method": method.card.name,
+        "adapter_version": method.version,
+        "config": method.cfg,
+        "weights": weights,
+        "signature": method.output_signature(device, dtype),
+        "seed": seed if method.card.stochastic else None,
+        "dataset": ds.manifest_hash(),
+    }
 
 
 def sr_stage(
@@ -85,7 +115,7 @@ def sr_stage(
     if not todo:
         return
     if name not in loaded:
-        method.load(device, dtype)
+        load_measured(method, device, dtype)  # records the memory baseline for the profiler
         loaded.add(name)
     batch_size = max(1, int(method.cfg.get("batch_size", 1)))
     with progress_bar(f"{name} on {ds.name}", total=len(todo)) as advance:
@@ -103,9 +133,10 @@ def sr_stage(
 
 
 def _upscale(method, ds, cache, group, lr: torch.Tensor, seed: int) -> None:
-    torch.manual_seed(image_seed(seed, ds.name, group[0].name))
+    seeds = [image_seed(seed, ds.name, s.name) for s in group]
+    torch.manual_seed(seeds[0])  # for adapters that still draw from the global generator
     with torch.inference_mode():
-        sr = method.upscale(lr)
+        sr = method.upscale_seeded(lr, seeds)  # stochastic methods: one seed per image
     want = (lr.shape[0], 3, lr.shape[2] * method.scale, lr.shape[3] * method.scale)
     if tuple(sr.shape) != want:
         raise RuntimeError(f"{method.card.name} returned {tuple(sr.shape)}, expected {want}")
@@ -120,7 +151,12 @@ def _upscale(method, ds, cache, group, lr: torch.Tensor, seed: int) -> None:
 
 
 def _score_groups(
-    store: RunStore, suite: MetricSuite, groups: Sequence[Group], force: bool, batch_size: int
+    store: RunStore,
+    suite: MetricSuite,
+    groups: Sequence[Group],
+    force: bool,
+    batch_size: int,
+    workers: int = 0,
 ) -> tuple[list[Row], dict[tuple[str, str], Score]]:
     if force:
         store.reset_journal()
@@ -144,7 +180,8 @@ def _score_groups(
             store.append([row])
             done[row.key] = row
 
-        score_items(suite, todo, journal, f"metrics {g.method} on {g.dataset}", batch_size)
+        label = f"metrics {g.method} on {g.dataset}"
+        score_items(suite, todo, journal, label, batch_size, workers or None)
     rows = [done[(g.method, g.dataset, it.image)] for g in groups for it in g.items]
     return rows, _score_sets(store, suite, groups, force)
 
@@ -171,6 +208,22 @@ def _score_sets(store: RunStore, suite: MetricSuite, groups: Sequence[Group], fo
     return out
 
 
+def _weight_digests(ids: Sequence[str]) -> dict[str, str | None]:
+    """sha256 of each weight file in place (null when absent): reports refuse to rank numbers
+    computed with different files under the same ids (random test weights, another release)."""
+    if not ids:
+        return {}
+    from harness.checkpoints import file_digest
+    from harness.weights import load_manifest, path_of
+
+    manifest = load_manifest()
+    out: dict[str, str | None] = {}
+    for w in ids:
+        path = path_of(manifest[w]) if w in manifest else None
+        out[w] = file_digest(path) if path is not None and path.is_file() else None
+    return out
+
+
 def _finish(
     store: RunStore,
     suite: MetricSuite,
@@ -183,7 +236,7 @@ def _finish(
 ) -> dict[str, Any]:
     """Write the final tables, then mark the manifest finished (the run is complete)."""
     store.write_per_image(rows, suite.image_names)
-    specs = [s.to_dict() for s in suite.specs]
+    specs = [s.to_dict() | {"weights_sha256": _weight_digests(s.weights)} for s in suite.specs]
     applicable = {g.dataset: g.metrics for g in groups}
     summary = {
         "schema": "harness.summary/1",
@@ -216,18 +269,55 @@ def run(cfg: DictConfig) -> Path:
     cache_dir = Path(str(cfg.cache_dir)).expanduser()
     chash = config_hash(plain)
     out = Path(str(cfg.out)) if cfg.out else Path("runs") / chash[:12]
-    force, seed = bool(cfg.force), int(cfg.seed)
 
-    # Validate everything before any work: names, folders, files, weights' presence.
-    datasets = [build_dataset(plain["dataset"][d], cache_dir) for d in cfg.datasets]
+    # Validate everything before any work: options, names, folders, files, weights' presence.
     methods: list[SRMethod] = [METHODS.get(m)(plain["method"][m]) for m in cfg.methods]
+    for m in methods:
+        m.check_config()
+    datasets = [build_dataset(plain["dataset"][d], cache_dir) for d in cfg.datasets]
     digests = {m.card.name: m.weights_digest() for m in methods}  # fails fast on missing weights
     suite = MetricSuite(list(cfg.metrics), device, bool(cfg.metrics_autocast), bool(cfg.strict))
     for name, why in suite.unavailable.items():
         log(f"metric {name} is missing from this run: {why}")
 
+    for ds in datasets:
+        _warn_conversions(ds.name, ds.conversions, len(ds) * (2 if ds.has_hr else 1))
+    for m in methods:
+        for ds in datasets:
+            if m.scale != ds.scale:
+                raise HarnessError(
+                    f"method '{m.card.name}' is x{m.scale} but dataset '{ds.name}' is x{ds.scale}"
+                )
+
     store = RunStore(out)
     store.claim(OmegaConf.to_yaml(cfg, resolve=True), chash)
+    try:
+        _run(cfg, store, datasets, methods, digests, suite, device, dtype, cache_dir, chash)
+    except HarnessError:
+        store.discard()  # nothing scored yet: leave nothing behind
+        raise
+    return out
+
+
+def _warn_conversions(dataset: str, conversions: Conversions, n_files: int) -> None:
+    if conversions:
+        log(f"warning: {dataset}: {describe_conversions(conversions, n_files)}; grayscale "
+            "is replicated to RGB, alpha dropped, 16-bit keeps the high byte")  # fmt: skip
+
+
+def _run(
+    cfg: DictConfig,
+    store: RunStore,
+    datasets: Sequence[ImageDataset],
+    methods: Sequence[SRMethod],
+    digests: dict[str, str],
+    suite: MetricSuite,
+    device: torch.device,
+    dtype: torch.dtype,
+    cache_dir: Path,
+    chash: str,
+) -> None:
+    force, seed = bool(cfg.force), int(cfg.seed)
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     manifest: dict[str, Any] = {
         "command": "run",
@@ -250,6 +340,9 @@ def run(cfg: DictConfig) -> Path:
             "manifest_hash": ds.manifest_hash(),
             "n_images": len(ds),
             "scale": ds.scale,
+            "lr_dir": str(ds.samples[0].lr.parent.resolve()) if len(ds) else None,
+            "hr_dir": str(ds.samples[0].hr.parent.resolve()) if ds.has_hr and len(ds) else None,
+            "conversions": ds.conversions,
             "files": ds.manifest(),
         }
         metrics = [s.name for s in suite.applicable(ds.has_hr)]
@@ -257,20 +350,11 @@ def run(cfg: DictConfig) -> Path:
         if skipped:
             log(f"{ds.name} has no HR images: skipping full-reference {', '.join(skipped)}")
         for m in methods:
-            if m.scale != ds.scale:
-                raise HarnessError(
-                    f"method '{m.card.name}' is x{m.scale} but dataset '{ds.name}' is x{ds.scale}"
-                )
-            key_inputs = {
-                "method": m.card.name,
-                "adapter_version": m.version,
-                "config": m.cfg,
-                "weights": digests[m.card.name],
-                "signature": m.output_signature(device, dtype),
-                "seed": seed,
-                "dataset": ds.manifest_hash(),
-            }
+            key_inputs = sr_key_inputs(m, digests[m.card.name], device, dtype, seed, ds)
             cache = SRCache(cache_dir, m.card.name, key_inputs).open()
+            if cache.swept:
+                log(f"{m.card.name} on {ds.name}: removed {cache.swept} temporary files "
+                    "left by an interrupted run")  # fmt: skip
             entry = manifest["methods"].setdefault(
                 m.card.name,
                 {
@@ -292,12 +376,13 @@ def run(cfg: DictConfig) -> Path:
 
     if image_info:
         store.write_prompts(image_info)
-    rows, sets = _score_groups(store, suite, groups, force, int(cfg.metric_batch_size))
+    rows, sets = _score_groups(
+        store, suite, groups, force, int(cfg.metric_batch_size), int(cfg.metric_workers)
+    )
     if cfg.profile.enabled:
         _profile(store, methods, cfg, device, dtype)
     extra = {"command": "run", "methods": list(cfg.methods), "datasets": list(cfg.datasets)}
     _finish(store, suite, groups, rows, sets, chash, extra, manifest)
-    return out
 
 
 def _profile(
@@ -312,19 +397,18 @@ def _profile(
     p = cfg.profile
     rows = []
     for m in methods:
-        log(
-            f"profiling {m.card.name}: LR {p.lr_size}x{p.lr_size}, {p.warmup} warm-up + "
-            f"{p.runs} timed runs, {'random' if p.random_init else 'loaded'} weights"
-        )
         rows.append(
             profile_method(
                 m,
                 int(p.lr_size),
                 device,
                 dtype,
-                runs=int(p.runs),
+                runs=None if p.runs is None else int(p.runs),
                 warmup=int(p.warmup),
                 random_init=bool(p.random_init),
+                min_runs=int(p.min_runs),
+                max_time=float(p.max_time),
+                unreliable_spread=float(p.unreliable_spread),
             )
         )
     add_ratios(rows, p.reference)
@@ -339,36 +423,112 @@ def profile(cfg: DictConfig) -> Path:
     chash = sha256_json(what)
     out = Path(str(cfg.out)) if cfg.out else Path("runs") / f"profile-{chash[:12]}"
     methods: list[SRMethod] = [METHODS.get(m)(plain["method"][m]) for m in cfg.methods]
-    if cfg.profile.reference and cfg.profile.reference not in cfg.methods:
-        raise HarnessError(f"--reference: '{cfg.profile.reference}' is not among --methods")
     for m in methods:
+        m.check_config()
         m.check_input_size(int(cfg.profile.lr_size), int(cfg.profile.lr_size))
         if not cfg.profile.random_init:
             m.weights_digest()  # fails fast, naming a missing weights file
     store = RunStore(out)
+    fresh = not store.path.is_dir()
     store.path.mkdir(parents=True, exist_ok=True)
-    write_text(store.path / "profile_config.yaml", OmegaConf.to_yaml(OmegaConf.create(what)))
-    _profile(store, methods, cfg, device, dtype)
+    try:
+        write_text(store.path / "profile_config.yaml", OmegaConf.to_yaml(OmegaConf.create(what)))
+        _profile(store, methods, cfg, device, dtype)
+    except HarnessError:
+        if fresh:
+            shutil.rmtree(store.path, ignore_errors=True)
+        raise
     return out
 
 
+def _sr_folders(cfg: DictConfig) -> dict[str, Path]:
+    """``sr``: one folder (method named by ``name`` or the folder) or ``{method: folder}``."""
+    if OmegaConf.is_dict(cfg.sr):
+        if cfg.name:
+            raise HarnessError("--name names a single --sr folder; with several use --sr NAME=DIR")
+        folders = {str(k): Path(str(v)) for k, v in cfg.sr.items()}
+        if not folders:
+            raise HarnessError("harness eval needs at least one --sr folder")
+        return folders
+    sr_dir = Path(str(cfg.sr))
+    return {str(cfg.name or sr_dir.resolve().name): sr_dir}
+
+
+def _eval_dataset(
+    pairs: list[tuple[Path, Path]],
+    lr_dir: Path | None,
+    hr_dir: Path,
+    scale: int | None,
+    conversions: Conversions,
+) -> dict[str, Any]:
+    """The dataset entry of an eval manifest, shaped like a run's (``ImageDataset.manifest``):
+    file stems with the sha256 of LR (null without ``--lr``) and HR, and their hash."""
+    lrs = {p.stem: p for p in list_images(lr_dir)} if lr_dir else {}
+    files = [
+        {
+            "name": hr.stem,
+            "lr_sha256": sha256_file(lrs[hr.stem]) if lrs else None,
+            "hr_sha256": sha256_file(hr),
+        }
+        for _, hr in pairs
+    ]
+    return {
+        "manifest_hash": sha256_json({"scale": scale, "files": files}),
+        "n_images": len(files),
+        "scale": scale,
+        "lr_dir": str(lr_dir.resolve()) if lr_dir else None,
+        "hr_dir": str(hr_dir.resolve()),
+        "conversions": conversions,
+        "files": files,
+    }
+
+
 def evaluate(cfg: DictConfig) -> Path:
-    """Score an existing folder of SR outputs against HR (``harness eval``)."""
+    """Score existing folders of SR outputs against HR (``harness eval``), one method per folder."""
     plain: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     if not cfg.sr or not cfg.hr:
         raise HarnessError("harness eval needs both --sr DIR and --hr DIR")
     device = resolve_device(str(cfg.device))
-    sr_dir, hr_dir = Path(str(cfg.sr)), Path(str(cfg.hr))
-    pairs = match_by_stem(list_images(sr_dir), list_images(hr_dir), sr_dir, hr_dir)
-    if cfg.lr:
-        lr_dir = Path(str(cfg.lr))
-        match_by_stem(list_images(lr_dir), [sr for sr, _ in pairs], lr_dir, sr_dir)
-    method = str(cfg.name or sr_dir.resolve().name)
+    hr_dir = Path(str(cfg.hr))
+    folders = _sr_folders(cfg)
+    hr_files = list_images(hr_dir)
+    pairs = {m: match_by_stem(list_images(d), hr_files, d, hr_dir) for m, d in folders.items()}
+    first = next(iter(pairs.values()))
+    # Validate every file from its header before anything is written.
+    conversions: Conversions = {}
+    sizes: dict[Path, tuple[int, int]] = {}
+    hr_seen: set[Path] = set()
+    for method, method_pairs in pairs.items():
+        for sr, hr in method_pairs:
+            sizes[sr], sr_kinds = image_info(sr)
+            if hr not in hr_seen:
+                hr_seen.add(hr)
+                sizes[hr], hr_kinds = image_info(hr)
+                note_conversions(conversions, hr_kinds, f"HR/{hr.name}")
+            if sizes[sr] != sizes[hr]:
+                raise HarnessError(
+                    f"{sr}: size {sizes[sr][0]}x{sizes[sr][1]} differs from HR {hr} "
+                    f"({sizes[hr][0]}x{sizes[hr][1]})"
+                )
+            label = f"SR/{sr.name}" if len(pairs) == 1 else f"SR/{method}/{sr.name}"
+            note_conversions(conversions, sr_kinds, label)
+    scale = None
+    lr_dir = Path(str(cfg.lr)) if cfg.lr else None
+    if lr_dir:
+        first_dir = folders[next(iter(pairs))]
+        lr_pairs = match_by_stem(list_images(lr_dir), [sr for sr, _ in first], lr_dir, first_dir)
+        for lr, sr in lr_pairs:
+            lr_size, lr_kinds = image_info(lr)
+            scale = scale or cfg.scale or _infer_scale(lr, lr_size, sr, sizes[sr])
+            require_scale(lr, lr_size, sr, sizes[sr], int(scale))
+            note_conversions(conversions, lr_kinds, f"LR/{lr.name}")
     hr_name = hr_dir.resolve().name
     dataset = str(
         cfg.dataset_name
         or (hr_dir.resolve().parent.name if hr_name.lower() in ("hr", "gt") else hr_name)
     )
+    n_files = len(pairs) * (3 if cfg.lr else 2)
+    _warn_conversions(dataset, conversions, n_files)
     chash = config_hash(plain)
     out = Path(str(cfg.out)) if cfg.out else Path("runs") / f"eval-{chash[:12]}"
     suite = MetricSuite(list(cfg.metrics), device, bool(cfg.metrics_autocast), bool(cfg.strict))
@@ -383,13 +543,37 @@ def evaluate(cfg: DictConfig) -> Path:
         "environment": environment(device),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "finished": None,
+        "datasets": {dataset: _eval_dataset(first, lr_dir, hr_dir, scale, conversions)},
+        "methods": {},
     }
-    store.write_manifest(manifest)
-    items = [Item(sr.stem, sr, hr) for sr, hr in pairs]
-    # The SR files' content is the key: a changed output is scored again on resume.
-    sr_key = sha256_json([[sr.name, sha256_file(sr)] for sr, _ in pairs])
-    groups = [Group(method, dataset, items, sr_key, suite.names, sr_dir, hr_dir)]
-    rows, sets = _score_groups(store, suite, groups, bool(cfg.force), int(cfg.metric_batch_size))
-    extra = {"command": "eval", "methods": [method], "datasets": [dataset]}
-    _finish(store, suite, groups, rows, sets, chash, extra, manifest)
+    try:
+        groups = []
+        for method, method_pairs in pairs.items():
+            items = [Item(sr.stem, sr, hr) for sr, hr in method_pairs]
+            # The SR files' content is the key: a changed output is scored again on resume.
+            sr_key = sha256_json([[sr.name, sha256_file(sr)] for sr, _ in method_pairs])
+            sr_dir = folders[method]
+            groups.append(Group(method, dataset, items, sr_key, suite.names, sr_dir, hr_dir))
+            manifest["methods"][method] = {
+                "sr_dir": {dataset: str(sr_dir.resolve())},
+                "sr_key": sr_key,
+            }
+        store.write_manifest(manifest)
+        force, batch, workers = bool(cfg.force), int(cfg.metric_batch_size), int(cfg.metric_workers)
+        rows, sets = _score_groups(store, suite, groups, force, batch, workers)
+        extra = {"command": "eval", "methods": list(pairs), "datasets": [dataset]}
+        _finish(store, suite, groups, rows, sets, chash, extra, manifest)
+    except HarnessError:
+        store.discard()  # nothing scored yet: leave nothing behind
+        raise
     return out
+
+
+def _infer_scale(lr: Path, lr_size: tuple[int, int], sr: Path, sr_size: tuple[int, int]) -> int:
+    """The SR/LR size ratio of the first pair: one integer for both sides."""
+    (lw, lh), (sw, sh) = lr_size, sr_size
+    if sw % lw or sh % lh or sw // lw != sh // lh:
+        raise HarnessError(
+            f"{sr}: size {sw}x{sh} is not an integer multiple of the LR {lr.name} ({lw}x{lh})"
+        )
+    return sw // lw

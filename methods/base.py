@@ -6,13 +6,19 @@ feeds it tensors and stores what it returns.
 
 Tensor conventions (all adapters): input ``float32`` ``(N, 3, h, w)`` in [0, 1] on the method's
 device; output ``(N, 3, h*scale, w*scale)`` in [0, 1] (values outside are clamped when saved).
+
+Randomness: a method whose output depends on random numbers sets ``MethodCard.stochastic``. The
+runner then calls ``upscale(lr, seeds=...)`` with one seed per image (derived from the run seed
+and the image's name) and puts the run seed into the SR cache key; image i's output must be a
+function of image i and ``seeds[i]`` alone, whatever the batch. Deterministic methods never see
+seeds, and their cached outputs are shared across run seeds.
 """
 
 from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
@@ -54,6 +60,7 @@ class MethodCard:
     weights: tuple[WeightFile, ...] = ()
     deviations: tuple[str, ...] = ()  # every way the harness differs from the official code
     notes: str = ""
+    stochastic: bool = False  # output depends on random numbers: upscale() takes per-image seeds
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z0-9_]+", self.name):
@@ -77,6 +84,9 @@ class SRMethod(ABC):
 
     card: ClassVar[MethodCard]
     version: ClassVar[str] = "1"
+    # True when the output depends on the run seed (sampling noise): only then is the seed part
+    # of the SR cache key, so a deterministic method is not recomputed for another seed.
+    stochastic: ClassVar[bool] = False
 
     def __init__(self, cfg: Mapping[str, Any] | None = None) -> None:
         self.cfg: dict[str, Any] = dict(cfg or {})
@@ -116,6 +126,11 @@ class SRMethod(ABC):
 
             raise HarnessError(f"{self.card.name}: LR size {width}x{height} is not positive")
 
+    def check_config(self) -> None:
+        """Raise ``HarnessError`` for an option value this method cannot take (choices that a
+        type check cannot see); called before any work starts. Default: nothing to check."""
+        return None
+
     def weights_digest(self) -> str:
         """A digest of the weights in use (part of the SR cache key); '' for no weights."""
         return ""
@@ -130,6 +145,18 @@ class SRMethod(ABC):
         The runner records them with the SR images (``prompts.jsonl`` in the run directory)."""
         return None
 
+    def upscale_seeded(self, lr: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+        """The runner's call: ``seeds[i]`` is image i's seed. Stochastic methods get them as
+        ``upscale(lr, seeds=...)``; deterministic methods are called as ``upscale(lr)``."""
+        if len(seeds) != lr.shape[0]:
+            raise ValueError(f"{self.card.name}: {len(seeds)} seeds for {lr.shape[0]} images")
+        if self.card.stochastic:
+            return self.upscale(lr, seeds=[int(s) for s in seeds])  # type: ignore[call-arg]
+        return self.upscale(lr)
+
     @abstractmethod
     def upscale(self, lr: torch.Tensor) -> torch.Tensor:
-        """``(N, 3, h, w)`` in [0, 1] -> ``(N, 3, h*scale, w*scale)`` in [0, 1]."""
+        """``(N, 3, h, w)`` in [0, 1] -> ``(N, 3, h*scale, w*scale)`` in [0, 1].
+
+        Stochastic methods (``card.stochastic``) take ``seeds: Sequence[int] | None = None`` as
+        well: one seed per image, or None for a fixed default (profiling, direct calls)."""

@@ -1,5 +1,6 @@
-"""Reports: read a run directory's files, never the runner's objects."""
+"""Reports: tables, statistics and figures from result directories' files (never the runner's
+objects): ``harness report RUN_DIR...``."""
 
-from harness.reports.markdown import render, render_efficiency
+from harness.reports.report import FIGURES, FORMATS, Request, make_report
 
-__all__ = ["render", "render_efficiency"]
+__all__ = ["FIGURES", "FORMATS", "Request", "make_report"]

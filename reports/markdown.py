@@ -1,109 +1,78 @@
-"""Markdown tables from a run's ``summary.json`` (reads the store only).
+"""Markdown: the tables of a :class:`~harness.reports.tables.Report`, through pandas.
 
 One table per dataset: a row per method, a column per metric with an arrow for the better
-direction (↑ higher is better, ↓ lower), the best value of each column in bold. A mean that could
-not be computed shows as ``n/a`` with a numbered footnote giving the reason.
+direction (↑ higher is better, ↓ lower); the best value in bold, the second underlined
+(``<u>``), † after a best whose lead is not significant. A mean that could not be computed
+shows as ``n/a`` with a numbered footnote giving the reason (cells with the same cause, e.g.
+one missing weight file, share one footnote); a cell computed under another
+protocol (``--allow-drift``) carries a footnote naming the difference. Figures are embedded
+below the tables.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import pandas as pd
+
+from harness.reports import format as fmt
+from harness.reports.tables import DatasetTable, Report
 
 
-def _best(values: list[float | None], lower_better: bool, decimals: int) -> float | None:
-    """The best value as printed: ties at the printed precision are all bold."""
-    good = [round(v, decimals) for v in values if v is not None]
-    if len(good) < 2:
-        return None  # nothing to compare against: no bold
-    return min(good) if lower_better else max(good)
-
-
-def render(summary: dict[str, Any]) -> str:
-    specs = summary["metrics"]
-    datasets: list[str] = []
-    for r in summary["results"]:
-        if r["dataset"] not in datasets:
-            datasets.append(r["dataset"])
-    notes: list[str] = []
-    parts: list[str] = []
-    for ds in datasets:
-        results = [r for r in summary["results"] if r["dataset"] == ds]
-        n = results[0]["n_images"]
-        head = ["Method"] + [
-            f"{s['name'].upper()} {'↓' if s['lower_better'] else '↑'}" for s in specs
-        ]
-        lines = [
-            f"### {ds} ({n} images)",
-            "",
-            "| " + " | ".join(head) + " |",
-            "|" + "|".join(["---"] + ["---:"] * len(specs)) + "|",
-        ]
-        best = {
-            s["name"]: _best(
-                [r["metrics"][s["name"]]["mean"] for r in results], s["lower_better"], s["decimals"]
-            )
-            for s in specs
-        }
-        for r in results:
-            cells = [r["method"]]
-            for s in specs:
-                m = r["metrics"][s["name"]]
-                if m["mean"] is None:
-                    notes.append(f"{r['method']} on {ds}, {s['name']}: {m['reason']}")
-                    cells.append(f"n/a[{len(notes)}]")
-                    continue
-                text = f"{m['mean']:.{s['decimals']}f}"
-                is_best = round(m["mean"], s["decimals"]) == best[s["name"]]
-                cells.append(f"**{text}**" if is_best else text)
-            lines.append("| " + " | ".join(cells) + " |")
-        parts.append("\n".join(lines))
-    text = "\n\n".join(parts) + "\n"
-    if notes:
-        text += "\n" + "\n".join(f"[{i}] {note}" for i, note in enumerate(notes, 1)) + "\n"
+def _cell(c: pd.Series, notes: fmt.Footnotes, ci: bool) -> str:
+    if pd.isna(c["mean"]):
+        return f"n/a[{notes.ref(c.cause)}]"
+    text = fmt.number(c["mean"], c["decimals"])
+    if c["mark"] == "best":
+        text = f"**{text}**"
+    elif c["mark"] == "second":
+        text = f"<u>{text}</u>"
+    if fmt.flag(c["lead_significant"]) is False:
+        text += "†"
+    if ci and fmt.has_ci(c):
+        d = c["decimals"]
+        text += f" [{fmt.number(c['ci_low'], d)}, {fmt.number(c['ci_high'], d)}]"
+    if c["drift"]:
+        text += f"[{notes.ref(f'{c.label} on {c.dataset}, {c.metric}: {c.drift}')}]"
     return text
 
 
-def _g(v: float | None) -> str:
-    return "n/a" if v is None else f"{v / 1e9:.1f}"
+def _to_markdown(frame: pd.DataFrame) -> str:
+    align = ("left",) + ("right",) * (frame.shape[1] - 1)
+    return frame.to_markdown(index=False, colalign=align, disable_numparse=True)
 
 
-def render_efficiency(eff: dict[str, Any]) -> str:
-    """The efficiency table: one row per method, ratios against the reference method."""
-    rows = eff["rows"]
-    env = eff["environment"]
-    ref = rows[0].get("reference") if rows else None
-    dev = env["device"]
-    lines = [
-        f"### Efficiency ({dev.get('name', dev['type'])}, {env['dtype']}, "
-        f"LR {rows[0]['lr_size']}x{rows[0]['lr_size']})"
-        if rows
-        else "### Efficiency",
-        "",
-        f"| Method | Steps | Params (M) | MACs fvcore (G) | MACs +attention (G) | "
-        f"Latency median (s) [p10-p90] | Peak memory (MB) | Latency vs {ref} |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+def table_frame(table: DatasetTable, notes: fmt.Footnotes, ci: bool) -> pd.DataFrame:
+    """The display frame: Method, then one column per metric headed by name and arrow."""
+    cells = table.cells.assign(text=table.cells.apply(_cell, axis=1, notes=notes, ci=ci))
+    wide = cells.pivot(index="label", columns="metric", values="text")
+    wide = wide.loc[table.labels, [s["name"] for s in table.metrics]]
+    wide.columns = [
+        f"{s['name'].upper()} {'↓' if s['lower_better'] else '↑'}" for s in table.metrics
     ]
-    for r in rows:
-        ratio = r.get("latency_median_s_ratio")
-        mem = f"{r['peak_memory_bytes'] / 2**20:.0f} ({r['memory_kind']})"
-        lines.append(
-            f"| {r['method']} | {r['steps'] or '-'} | {r['params'] / 1e6:.2f} | "
-            f"{_g(r['macs_fvcore'])} | {_g(r['macs_fvcore_plus_attention'])} | "
-            f"{r['latency_median_s']:.4f} [{r['latency_p10_s']:.4f}-{r['latency_p90_s']:.4f}] | "
-            f"{mem} | {'n/a' if ratio is None else f'{ratio:.2f}x'} |"
-        )
-    notes = [
-        "MACs: one multiply-add = 1. fvcore (the papers' convention) skips attention; "
-        "'+attention' adds the Q.K^T and A.V matmuls of every attention call."
-    ]
-    for r in rows:
-        if r.get("macs_fvcore") and r.get("macs_ptflops") is not None:
-            d = (r["macs_ptflops"] - r["macs_fvcore"]) / r["macs_fvcore"] * 100
-            notes.append(
-                f"{r['method']}: ptflops ({r['ptflops_backend']} backend) "
-                f"{_g(r['macs_ptflops'])} G ({d:+.2f}% vs fvcore); torch FlopCounter "
-                f"(math attention) {_g(r['macs_flopcounter'])} G."
-            )
-        if r.get("notes"):
-            notes.append(f"{r['method']}: {r['notes']}.")
-    return "\n".join(lines) + "\n\n" + "\n".join(f"- {n}" for n in notes) + "\n"
+    return wide.rename_axis("Method").reset_index()
+
+
+def render(
+    report: Report, ci: bool = False, alpha: float = 0.05, figures: list[tuple[str, str]] = ()
+) -> str:
+    """The whole Markdown document; ``figures`` are (caption, relative path of a PNG)."""
+    notes = fmt.Footnotes()
+    parts: list[str] = []
+    for table in report.tables:
+        lines = [f"### {fmt.dataset_title(table)}", "", _to_markdown(table_frame(table, notes, ci))]
+        below = [fmt.legend(table, alpha, ci)]
+        below += [f"† {line}" for line in fmt.not_significant(table)] + table.notes
+        below = [b for b in below if b]
+        if below:
+            lines += [""] + [f"- {b}" for b in below]
+        parts.append("\n".join(lines))
+    text = "\n\n".join(parts) + "\n" if parts else ""
+    if notes.texts:
+        text += "\n" + "\n".join(f"[{i}] {n}" for i, n in enumerate(notes.texts, 1)) + "\n"
+    if report.efficiency is not None:
+        frame, title, eff_notes = fmt.efficiency_frame(report.efficiency)
+        text += ("\n" if text else "") + f"### {title}\n\n{_to_markdown(frame)}\n\n"
+        text += "\n".join(f"- {n}" for n in eff_notes) + "\n"
+    if figures:
+        text += "\n### Figures\n\n" + "\n\n".join(f"![{c}]({p})\n\n*{c}*" for c, p in figures)
+        text += "\n"
+    return text

@@ -54,9 +54,22 @@ def fabricated_weights() -> Path:
     """Random weights for every learned metric, in the real formats and places (~1.4 GB, ~20 s),
     with their manifest activated. Scores from them are meaningless; the code paths are real."""
     from harness.weights.fabricate import MAKERS, fabricate
+    from harness.weights.manifest import load_manifest
 
     manifest = _WEIGHTS / "fabricated-manifest.json"
-    if not manifest.is_file():
-        fabricate(list(MAKERS), manifest)
+    if not manifest.is_file():  # metric weights only: method files (harness:<method>) are big
+        entries = load_manifest()
+        fabricate([i for i in MAKERS if not entries[i].location.startswith("harness:")], manifest)
     os.environ["HARNESS_WEIGHTS_MANIFEST"] = str(manifest)
     return manifest
+
+
+@pytest.fixture(scope="session")
+def default_run(cache_dir, tmp_path_factory) -> Path:
+    """The README's default `harness run` (embedded set, bicubic and Lanczos, PSNR/SSIM, profiler
+    on), done once per session. Read-only: tests that alter it work on a copy."""
+    from harness.cli import main
+
+    out = tmp_path_factory.mktemp("default-run") / "run"
+    assert main(["run", "--out", str(out)]) == 0
+    return out

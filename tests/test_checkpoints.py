@@ -135,3 +135,15 @@ def test_weights_only_check_refuses_hostile_files(tmp_path, trace, zip_format):
     torch.save(_lightning_like(trace), path, _use_new_zipfile_serialization=zip_format)
     why = weights_only_check(path)
     assert why is not None and "weights-only" in why and "\n" not in why
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_mmap_loading_keeps_the_restrictions(tmp_path, trace, zip_format):
+    """``mmap=True`` maps zip files (legacy ones are read whole) on both unpickling paths."""
+    path = tmp_path / "big.pth"
+    torch.save(_lightning_like(trace), path, _use_new_zipfile_serialization=zip_format)
+    out = load_tensors(path, mmap=True)
+    assert torch.equal(out["state_dict"]["decoder.conv.weight"], torch.arange(6.0).reshape(2, 3))
+    plain = tmp_path / "plain.pth"
+    torch.save({"model": {"w": torch.ones(3)}}, plain, _use_new_zipfile_serialization=zip_format)
+    assert torch.equal(load_tensors(plain, mmap=True)["model"]["w"], torch.ones(3))

@@ -66,3 +66,17 @@ def test_list_images_errors(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(HarnessError, match="no images"):
         list_images(tmp_path)
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    """Temporary files are private (0600); the renamed result must not stay so."""
+    import os
+
+    from harness.imageio import write_png, write_text
+
+    write_text(tmp_path / "a.txt", "x")
+    write_png(tmp_path / "a.png", np.zeros((2, 2, 3), np.uint8))
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("a.txt", "a.png"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~mask

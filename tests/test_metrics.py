@@ -27,10 +27,44 @@ def test_paper_settings_are_declared():
 
 
 @pytest.mark.parametrize("noise", [0.0, 3.0, 25.0])
-def test_fast_ssim_equals_pyiqa(noise):
+@pytest.mark.parametrize("crop", [(slice(None), slice(None)), (slice(5, 94), slice(7, 150))])
+def test_fast_ssim_equals_pyiqa(noise, crop):
+    """Within 1e-8 (the module claims 1e-9; one separable term alone is off by ~1e-7), on a
+    square and an odd, non-square size."""
     sr, hr = _pair(0, noise)
+    sr, hr = sr[..., crop[0], crop[1]], hr[..., crop[0], crop[1]]
     ref = pyiqa.create_metric("ssim", test_y_channel=True, color_space="ycbcr", device="cpu")
-    assert abs(float(ssim_y(sr, hr)[0]) - float(ref(sr, hr))) < 1e-6
+    assert abs(float(ssim_y(sr, hr)[0]) - float(ref(sr, hr))) < 1e-8
+
+
+@pytest.mark.parametrize("noise", [0.0, 3.0, 25.0])
+def test_psnr_and_y_channel_equal_pyiqa_bitwise(noise):
+    from pyiqa.utils.color_util import to_y_channel
+
+    from harness.metrics.fullref import psnr_y, y_channel
+
+    sr, hr = _pair(3, noise)
+    sr, hr = sr[..., 3:200, 1:131], hr[..., 3:200, 1:131]
+    ref = pyiqa.create_metric("psnr", test_y_channel=True, color_space="ycbcr", device="cpu")
+    assert float(psnr_y(sr, hr)[0]) == float(ref(sr, hr))
+    for scale in (1.0, 255.0):
+        assert torch.equal(y_channel(sr, scale), to_y_channel(sr, scale, "ycbcr"))
+
+
+def test_psnr_ssim_evaluation_never_imports_pyiqa(tmp_path):
+    """pyiqa's import takes seconds (its model zoo); PSNR/SSIM runs must not pay for it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from harness.metrics import MetricSuite\n"
+        "s = MetricSuite(['psnr', 'ssim'])\n"
+        "x = torch.rand(1, 3, 32, 32)\n"
+        "s.score(x, x)\n"
+        "assert 'pyiqa' not in sys.modules, 'pyiqa was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_fast_ssim_batches_like_single_images():

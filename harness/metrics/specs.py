@@ -69,6 +69,7 @@ _add(
         lower_better=False,
         score_range="dB, ~0 to ~60",
         options=_Y_YCBCR,
+        impl="harness",
         decimals=2,
         doc="PSNR on the Y channel of YCbCr (unrounded Y, data range 1)",
     )

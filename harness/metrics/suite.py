@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -39,11 +40,18 @@ class _Unavailable(Exception):
 
 
 def _build(spec: MetricSpec, device: torch.device) -> Scorer:
-    if spec.impl == "harness" and spec.name == "ssim":
-        from harness.metrics.ssim import ssim_y
+    if spec.impl == "harness":
+        if dict(spec.options) != {"test_y_channel": True, "color_space": "ycbcr"}:
+            raise HarnessError(f"{spec.name}: the harness implementation is Y of YCbCr only")
+        if spec.name == "ssim":
+            from harness.metrics.ssim import ssim_y
 
-        color_space = spec.options.get("color_space", "yiq")
-        return lambda sr, hr: ssim_y(sr, hr, color_space)
+            return ssim_y
+        if spec.name == "psnr":
+            from harness.metrics.fullref import psnr_y
+
+            return psnr_y
+        raise HarnessError(f"{spec.name}: no harness implementation")
     options = dict(spec.options)
     if spec.weights:
         from harness.weights import load_manifest, location_dir, path_of, require
@@ -99,6 +107,7 @@ class MetricSuite:
         self._scorers: dict[str, Scorer] = {}
         self.unavailable: dict[str, str] = {}
         self.seconds: dict[str, float] = {}  # time spent inside each metric (benchmarks)
+        self._lock = threading.Lock()  # score() may run in several threads at once
         for spec in self.specs:
             try:
                 self._scorers[spec.name] = _build(spec, self.device)
@@ -149,7 +158,8 @@ class MetricSuite:
                 except Exception as e:
                     reason = f"{spec.name} failed: {_one_line(e)}"
                 elapsed = time.perf_counter() - t0
-                self.seconds[spec.name] = self.seconds.get(spec.name, 0.0) + elapsed
+                with self._lock:
+                    self.seconds[spec.name] = self.seconds.get(spec.name, 0.0) + elapsed
             for i, s in enumerate(out):
                 s.values[spec.name] = vals[i]
                 if vals[i] is None:

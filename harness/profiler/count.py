@@ -78,9 +78,22 @@ def flopcounter_macs(model: nn.Module, inputs: tuple) -> int:
     return counter.get_total_flops() // 2
 
 
+class _BindRest(nn.Module):
+    """``model(x, *rest)`` behind a one-input forward: ptflops feeds a single tensor."""
+
+    def __init__(self, model: nn.Module, rest: tuple) -> None:
+        super().__init__()
+        self.model, self.rest = model, rest
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.model(x, *self.rest)
+
+
 def ptflops_macs(model: nn.Module, inputs: tuple, backend: str = "pytorch") -> int | None:
     from ptflops import get_model_complexity_info
 
+    if len(inputs) > 1:
+        model = _BindRest(model, tuple(inputs[1:]))
     with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):
         macs, _ = get_model_complexity_info(
             model, tuple(inputs[0].shape[1:]), input_constructor=lambda _: inputs[0],

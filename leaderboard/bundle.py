@@ -1,0 +1,316 @@
+"""Reading a results bundle without trusting it.
+
+A *bundle* is what a leaderboard accepts: a run directory's files, as a folder or as a ``.zip``
+(the files at the archive's root or inside one top folder). Read are only the files named in
+:data:`FILES` and PNG figures under a ``figures/`` folder; anything else is listed as ignored and
+never opened. Nothing is executed, unpickled or extracted to disk: JSON is parsed strictly (no
+NaN/Infinity, no duplicate keys), CSV as text, YAML with the safe loader and without aliases
+(no billion-laughs expansion). Limits: file sizes (:data:`FILES`, :data:`MAX_FIGURE_BYTES`),
+total size, entry count, nesting depth. Paths that leave the bundle (``..``, absolute, drive
+letters, backslashes), symbolic links and encrypted zip entries reject the whole bundle.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import stat
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from harness.errors import HarnessError
+
+MiB = 1 << 20
+# name -> (kind, required, size limit in bytes)
+FILES: dict[str, tuple[str, bool, int]] = {
+    "manifest.json": ("json", True, 16 * MiB),  # dataset file lists: ~200 bytes per image
+    "summary.json": ("json", True, 4 * MiB),
+    "config.yaml": ("yaml", True, 256 * 1024),
+    "per_image.csv": ("csv", True, 64 * MiB),
+    "efficiency.json": ("json", False, 4 * MiB),
+    "efficiency.csv": ("csv", False, 1 * MiB),
+    "report.md": ("text", False, 1 * MiB),
+}
+MAX_FIGURE_BYTES = 8 * MiB
+MAX_FIGURES = 100
+MAX_TOTAL_BYTES = 256 * MiB
+MAX_ENTRIES = 20_000  # files listed in a bundle, read or not
+MAX_DEPTH = 64  # JSON/YAML nesting
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+class Rejected(HarnessError):
+    """A bundle that does not pass; the message is the one-line reason (``file: what``)."""
+
+
+@dataclass
+class Bundle:
+    """The readable content of a bundle: known files' bytes, figures' bytes, ignored names."""
+
+    source: str
+    files: dict[str, bytes]
+    figures: dict[str, bytes] = field(default_factory=dict)  # path inside the bundle -> PNG
+    ignored: list[str] = field(default_factory=list)
+
+    def json(self, name: str) -> Any:
+        return parse_json(self.files[name], name)
+
+    def yaml(self, name: str) -> Any:
+        return parse_yaml(self.files[name], name)
+
+    def csv(self, name: str) -> list[list[str]]:
+        return parse_csv(self.files[name], name)
+
+
+def open_bundle(path: str | Path) -> Bundle:
+    """Read a bundle folder or zip; :class:`Rejected` names the first problem."""
+    path = Path(path)
+    if path.is_symlink():
+        raise Rejected(f"{path}: a symbolic link; give the bundle itself")
+    if path.is_dir():
+        entries = _dir_entries(path)
+    elif path.is_file() and zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                return _read(str(path), _zip_entries(zf))
+        except (zipfile.BadZipFile, OSError, ValueError) as e:
+            raise Rejected(f"{path.name}: unreadable zip ({e})") from None
+    elif path.exists():
+        raise Rejected(f"{path}: neither a folder nor a zip archive")
+    else:
+        raise HarnessError(f"{path}: bundle not found")
+    return _read(str(path), entries)
+
+
+# An entry: (name inside the bundle, size, reader(limit) -> bytes)
+_Entry = tuple[str, int, Any]
+
+
+def _read(source: str, entries: list[_Entry]) -> Bundle:
+    if len(entries) > MAX_ENTRIES:
+        raise Rejected(f"more than {MAX_ENTRIES} entries")
+    names = [_safe_name(n) for n, _, _ in entries]
+    prefix = _common_top(names)
+    bundle = Bundle(source, {})
+    total = 0
+    for (_, size, reader), name in zip(entries, names):
+        rel = name[len(prefix) :] if prefix else name
+        total += size
+        if total > MAX_TOTAL_BYTES:
+            raise Rejected(f"larger than {MAX_TOTAL_BYTES // MiB} MiB in all")
+        if rel in FILES:
+            limit = FILES[rel][2]
+            if size > limit:
+                raise Rejected(f"{rel}: {size} bytes (limit {limit})")
+            if rel in bundle.files:
+                raise Rejected(f"{rel}: present twice")
+            bundle.files[rel] = _limited(reader, limit, rel)
+        elif _is_figure(rel):
+            if size > MAX_FIGURE_BYTES:
+                raise Rejected(f"{rel}: {size} bytes (limit {MAX_FIGURE_BYTES} per figure)")
+            if len(bundle.figures) >= MAX_FIGURES:
+                raise Rejected(f"more than {MAX_FIGURES} figures")
+            data = _limited(reader, MAX_FIGURE_BYTES, rel)
+            if not data.startswith(PNG_MAGIC):
+                raise Rejected(f"{rel}: not a PNG file (wrong signature)")
+            bundle.figures[rel] = data
+        else:
+            bundle.ignored.append(rel)
+    for name, (_, required, _) in FILES.items():
+        if required and name not in bundle.files:
+            raise Rejected(f"{name}: missing (a bundle holds a finished run directory's files)")
+    return bundle
+
+
+def _is_figure(rel: str) -> bool:
+    parts = PurePosixPath(rel).parts
+    return rel.lower().endswith(".png") and "figures" in parts[:-1]
+
+
+def _safe_name(name: str) -> str:
+    """The entry name if it stays inside the bundle; otherwise the bundle is rejected."""
+    bad = (
+        not name
+        or "\\" in name
+        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in name)  # NUL, terminal escapes
+        or name.startswith("/")
+        or (len(name) > 1 and name[1] == ":")
+        or any(p in ("..", "") for p in name.rstrip("/").split("/"))
+        or len(name) > 1024
+    )
+    if bad:
+        raise Rejected(f"entry {name[:80]!r}: path leaves the bundle or is malformed")
+    return name
+
+
+def _common_top(names: list[str]) -> str:
+    """'top/' when every entry is inside one folder and manifest.json is not at the root."""
+    if "manifest.json" in names or not names:
+        return ""
+    tops = {n.split("/", 1)[0] for n in names}
+    if len(tops) == 1 and all("/" in n for n in names):
+        return f"{tops.pop()}/"
+    return ""
+
+
+def _limited(reader, limit: int, name: str) -> bytes:
+    data = reader(limit + 1)
+    if len(data) > limit:  # the declared size lied (zip) or the file grew
+        raise Rejected(f"{name}: larger than its limit of {limit} bytes")
+    return data
+
+
+def _dir_entries(root: Path) -> list[_Entry]:
+    out: list[_Entry] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for d in list(dirnames):
+            if (Path(dirpath) / d).is_symlink():
+                raise Rejected(f"{Path(dirpath, d).relative_to(root)}: symbolic link")
+        for f in filenames:
+            p = Path(dirpath) / f
+            st = p.lstat()
+            rel = p.relative_to(root).as_posix()
+            if stat.S_ISLNK(st.st_mode):
+                raise Rejected(f"{rel}: symbolic link")
+            if not stat.S_ISREG(st.st_mode):
+                raise Rejected(f"{rel}: not a regular file")
+            out.append((rel, st.st_size, _file_reader(p)))
+        if len(out) > MAX_ENTRIES:
+            raise Rejected(f"more than {MAX_ENTRIES} entries")
+    return sorted(out, key=lambda e: e[0])
+
+
+def _file_reader(p: Path):
+    def read(n: int) -> bytes:
+        with open(p, "rb") as f:
+            return f.read(n)
+
+    return read
+
+
+def _zip_entries(zf: zipfile.ZipFile) -> list[_Entry]:
+    out: list[_Entry] = []
+    for info in zf.infolist():
+        if info.is_dir():
+            _safe_name(info.filename)
+            continue
+        mode = info.external_attr >> 16
+        if stat.S_ISLNK(mode):
+            raise Rejected(f"{info.filename}: symbolic link")
+        if info.flag_bits & 0x1:
+            raise Rejected(f"{info.filename}: encrypted entry")
+        out.append((info.filename, info.file_size, _zip_reader(zf, info)))
+    return out
+
+
+def _zip_reader(zf: zipfile.ZipFile, info: zipfile.ZipInfo):
+    def read(n: int) -> bytes:
+        try:
+            with zf.open(info) as f:
+                return f.read(n)
+        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as e:
+            raise Rejected(f"{info.filename}: unreadable ({e})") from None
+
+    return read
+
+
+# ----------------------------------------------------------------------------- parsers
+
+
+def _text(data: bytes, name: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise Rejected(f"{name}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json(data: bytes, name: str) -> Any:
+    text = _text(data, name)
+    try:
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except json.JSONDecodeError as e:
+        raise Rejected(
+            f"{name}: invalid JSON (line {e.lineno}, column {e.colno}: {e.msg})"
+        ) from None
+    except (ValueError, RecursionError) as e:
+        raise Rejected(f"{name}: invalid JSON ({str(e)[:120] or 'nested too deeply'})") from None
+    _check_depth(value, name)
+    return value
+
+
+class _SafeNoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader that refuses anchors and aliases (the store never writes them)."""
+
+    def compose_node(self, parent, index):  # type: ignore[override]
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.YAMLError("anchors and aliases are not allowed")
+        event = self.peek_event()
+        if getattr(event, "anchor", None):
+            raise yaml.YAMLError("anchors and aliases are not allowed")
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(data: bytes, name: str) -> Any:
+    text = _text(data, name)
+    try:
+        value = yaml.load(text, Loader=_SafeNoAliasLoader)  # noqa: S506 (safe loader subclass)
+    except (yaml.YAMLError, RecursionError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise Rejected(f"{name}: invalid YAML ({first[:160]})") from None
+    _check_depth(value, name)
+    return value
+
+
+def parse_csv(data: bytes, name: str) -> list[list[str]]:
+    text = _text(data, name)
+    try:
+        return list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as e:
+        raise Rejected(f"{name}: invalid CSV ({e})") from None
+
+
+def _check_depth(value: Any, name: str) -> None:
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise Rejected(f"{name}: nested deeper than {MAX_DEPTH} levels")
+        if isinstance(v, dict):
+            stack += [(x, depth + 1) for x in v.values()]
+        elif isinstance(v, list):
+            stack += [(x, depth + 1) for x in v]
+
+
+def walk(value: Any, where: str = "") -> Iterator[tuple[str, Any]]:
+    """Every leaf of a parsed document with its path (``results[0].metrics.psnr.mean``);
+    dict keys are yielded as leaves too (``<key>`` suffix), so no string escapes a check."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            sub = f"{where}.{k}" if where else str(k)
+            yield f"{sub} <key>", k
+            yield from walk(v, sub)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from walk(v, f"{where}[{i}]")
+    else:
+        yield where, value

@@ -1,0 +1,68 @@
+"""The metric stage: threads change nothing but speed; results come back in input order."""
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from harness.errors import HarnessError
+from harness.evaluate import Item, score_items
+from harness.metrics import MetricSuite
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    """Nine SR/HR pairs of three sizes, interleaved so batches must split by size."""
+    root = tmp_path_factory.mktemp("pairs")
+    rng = np.random.default_rng(0)
+    photo = data.astronaut()
+    items = []
+    for i in range(9):
+        h, w = [(40, 56), (64, 48), (33, 71)][i % 3]
+        hr = photo[i * 20 : i * 20 + h, i * 15 : i * 15 + w]
+        sr = np.clip(hr + rng.normal(0, 2 + 3 * i, hr.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(hr).save(root / f"hr{i}.png")
+        Image.fromarray(sr).save(root / f"sr{i}.png")
+        items.append(Item(f"img{i}", root / f"sr{i}.png", root / f"hr{i}.png"))
+    return items
+
+
+def _scores(suite, items, **kw):
+    seen = []
+    score_items(suite, items, lambda item, s: seen.append((item.image, s.values)), **kw)
+    return seen
+
+
+@pytest.mark.parametrize("batch_size", [1, 2])
+def test_threads_give_the_same_values_in_the_same_order(pairs, batch_size):
+    suite = MetricSuite(["psnr", "ssim"])
+    one = _scores(suite, pairs, batch_size=batch_size, workers=1)
+    many = _scores(suite, pairs, batch_size=batch_size, workers=3)
+    assert [name for name, _ in one] == [f"img{i}" for i in range(9)]
+    assert many == one
+
+
+def test_a_size_mismatch_in_a_worker_is_a_one_line_error(pairs, tmp_path):
+    Image.fromarray(data.astronaut()[:30, :30]).save(tmp_path / "small.png")
+    bad = list(pairs[:4]) + [Item("bad", tmp_path / "small.png", pairs[0].hr)]
+    with pytest.raises(HarnessError, match="differs from HR"):
+        _scores(MetricSuite(["psnr"]), bad, workers=2)
+
+
+def test_results_are_handed_back_in_input_order_even_when_later_images_finish_first(pairs):
+    import time
+
+    import torch
+
+    from harness.metrics import Score
+
+    class SlowFirst:  # the first images take longest: completion order is the reverse
+        device = torch.device("cpu")
+
+        def score(self, sr, hr):
+            time.sleep(0.02 * (10 - calls.pop(0)))
+            return [Score({"x": float(sr.mean())}, {}) for _ in range(sr.shape[0])]
+
+    calls = list(range(9))
+    seen = _scores(SlowFirst(), pairs, workers=3)
+    assert [name for name, _ in seen] == [f"img{i}" for i in range(9)]
