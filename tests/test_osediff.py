@@ -231,19 +231,20 @@ def test_small_and_odd_inputs_follow_the_official_sizes(method):
         assert np.array_equal((out[0].permute(1, 2, 0).numpy() * 255).round(), want)
 
 
-def test_latent_sample_follows_the_seed(files, method):
+def test_latent_sample_follows_each_images_seed(files, method):
     m = _method(files, latent="sample")
-    lr = _lr(16, 16, seed=2)
-    torch.manual_seed(7)
-    a = _run(m, lr)
-    torch.manual_seed(7)
-    b = _run(m, lr)
-    torch.manual_seed(8)
-    c = _run(m, lr)
-    assert torch.equal(a, b) and not torch.equal(a, c)
-    assert not torch.equal(a, _run(method, lr))
-    with pytest.raises(HarnessError, match="batch_size=1"):
-        OSEDiff({"prompt": "empty", "latent": "sample", "batch_size": 2})
+    assert m.card.stochastic and not method.card.stochastic  # the run seed keys the SR cache
+    lr = torch.cat([_lr(16, 16, seed=2), _lr(16, 16, seed=5)])
+    with torch.inference_mode():
+        a = m.upscale(lr, seeds=[7, 9])
+        b = m.upscale(lr[1:], seeds=[9])  # image 1 alone, its own seed: the same bytes
+        c = m.upscale(lr[:1], seeds=[8])
+    # image 1 alone with its own seed: as in the batch (batched convolutions may round
+    # differently: 1 level); another seed moves it much further
+    assert (a[1:] - b).abs().max() <= 1 / 255 + 1e-6 and (a[:1] - c).abs().max() > 4 / 255
+    with torch.inference_mode():
+        assert torch.equal(a, m.upscale(lr, seeds=[7, 9]))
+    assert (a - _run(method, lr)).abs().max() > 4 / 255  # the sample is not the mode
 
 
 def test_tiling_runs_in_the_pipeline_and_can_be_switched_off(files):
@@ -343,8 +344,8 @@ class _Tagger(torch.nn.Module):
 
 
 def _fake_dape(monkeypatch, tagger):
-    tagger_cls = types.SimpleNamespace(weight_ids=(), from_files=lambda f, d, t: tagger,
-                                       random=lambda tiny=True, seed=0: tagger)  # fmt: skip
+    tagger_cls = types.SimpleNamespace(weight_ids=(), from_files=lambda *a, **k: tagger,
+                                       random=lambda *a, **k: tagger)  # fmt: skip
     fake = types.SimpleNamespace(DapeTagger=tagger_cls)
     monkeypatch.setattr(adapter, "dape_module", lambda: fake)
 
@@ -363,10 +364,24 @@ def test_dape_prompt_string_and_tagger_input(files, monkeypatch):
     assert not torch.equal(out, _run(m, lr))  # the prompt conditions the result
 
 
-def test_prompt_dape_without_the_package_is_a_one_line_error(monkeypatch):
-    monkeypatch.setattr(adapter, "dape_module", lambda: None)
-    with pytest.raises(HarnessError, match="prompt=dape needs the DAPE tagger package"):
-        OSEDiff({})
+def test_dape_prompts_from_the_tagger_files_end_to_end(files, tmp_path):
+    """prompt=dape with the real tagger (harness.methods.dape) on tiny RAM / DAPE files
+    fabricated in the official layout, found in weights_dir beside the OSEDiff files."""
+    from harness.methods.dape import DapeTagger, RamConfig
+    from harness.methods.dape.fabricate import write_official_files
+
+    folder = _rewrite(files, tmp_path / "w", lambda obj: None)
+    tag_files = write_official_files(folder, RamConfig.tiny(), seed=1, fc_bias=1.0)
+    m = _method(folder, prompt="dape")
+    assert {f"dape:{k}": v for k, v in tag_files.items()}.items() <= m.files().items()
+    lr = torch.cat([_lr(16, 16, seed=3), _lr(16, 16, seed=4)])
+    _run(m, lr)
+    prompts = [info["prompt"] for info in m.last_info()]
+    up = torch.stack([torch.from_numpy(np.asarray(preprocess(
+        (x.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), 4, 64))).permute(2, 0, 1)
+        for x in lr]).float() / 255  # fmt: skip
+    want = DapeTagger.from_files(tag_files, config=RamConfig.tiny()).tags(up)
+    assert all(want) and prompts == [f"{t}, ," for t in want]
 
 
 @pytest.mark.parametrize("key,value", [("prompt", "tags"), ("color_fix", "hist"),

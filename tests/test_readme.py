@@ -2,7 +2,7 @@
 
 The lines of the README's ```bash blocks are extracted (comments dropped, ``&&`` chains split)
 and, in README order, in a sandbox folder holding tiny copies of the named test sets under
-``data/`` (the default data root), SR outputs under ``results/osediff`` and a ``my_photos``
+``data/`` (the default data root), SR outputs under ``results/{osediff,s3diff}`` and a ``my_photos``
 folder:
 
 * ``run``: executed as written (in-process, the ``harness`` entry point's ``main``);
@@ -49,6 +49,7 @@ RULES: list[tuple[str, str]] = [
     (r"^harness train\b", "dry-run"),  # a training run takes minutes
     (r"^torchrun .*-m harness ", "dry-run"),  # multi-process launch: the harness part
     (r"^python3? benchmarks/\S+\.py\b", "help"),  # benchmarks take minutes and ../shared data
+    (r"^python3? tools/\S+\.py\b", "help"),  # equivalence: an official checkout, its own venv
 ]  # fmt: skip
 # treatment of a harness subcommand that no rule names
 DEFAULTS = {"run": "auto", "eval": "auto", "profile": "auto", "list": "run", "report": "run",
@@ -206,7 +207,8 @@ def sandbox(tmp_path_factory, cache_dir):
     _pairs(root / "data" / "RealSet65", ("r1",), hr=False, lr_dir=".")
     _pairs(root / "my_photos", ("m1", "m2"))
     for n in ("p1", "p2"):
-        write_png(root / "results" / "osediff" / f"{n}.png", np.zeros((32, 32, 3), np.uint8))
+        for method in ("osediff", "s3diff"):
+            write_png(root / "results" / method / f"{n}.png", np.zeros((32, 32, 3), np.uint8))
     (root / "placeholders" / "downloads").mkdir(parents=True)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)

@@ -18,6 +18,7 @@ Latent and VAE tiling with the official defaults keep large inputs within memory
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -60,11 +61,9 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 def dape_module():
-    """The DAPE tagger package, or None when it is not installed."""
-    try:
-        from harness.methods import dape
-    except ImportError:
-        return None
+    """The DAPE tagger package (a function, so tests can put a stand-in tagger in its place)."""
+    from harness.methods import dape
+
     return dape
 
 
@@ -102,7 +101,8 @@ class OSEDiff(SRMethod):
         deviations=(
             "Latent: the VAE posterior mean by default (deterministic); the official code samples "
             "it and never applies its --seed, so its runs are not repeatable. latent=sample "
-            "draws the sample from the harness's per-image seed.",
+            "draws each image's sample from its own per-image seed (the run seed then keys "
+            "the SR cache).",
             "Inputs below the official minimum (a side < process_size/4 = 128) are enlarged as "
             "the official code does, and the result is resized back to 4x the input with PIL "
             "bicubic, as the official code intends: its resize-back line discards its result "
@@ -119,7 +119,13 @@ class OSEDiff(SRMethod):
             "precision=auto: fp16 on CUDA (official), fp32 on CPU (fp16 convolutions are not "
             "practical there); bf16 is offered as an extra option.",
             "prompt=empty and prompt=text:... replace the DAPE prompt (options the official "
-            "script lacks); tagging needs the DAPE package (harness.methods.dape).",
+            "script lacks).",
+            "DAPE tagger (harness.methods.dape): RAM's Swin-L image encoder with DAPE's LoRA "
+            "merged at load, and the tagging head only: RAM's caption/text modules, which the "
+            "official tagging never uses, are not built; its 384 px resize runs without "
+            "antialiasing, as under the official pins (torchvision < 0.17).",
+            "LoRA branches of the UNet and VAE stay unmerged by default, as officially "
+            "(method.merge_lora=true merges them at load: float rounding only).",
             "Runs on current diffusers/transformers/peft instead of the pinned diffusers 0.25 / "
             "transformers 4.28 / peft 0.9 (outputs equal within 1/255, see "
             "tools/equivalence_osediff.py).",
@@ -134,6 +140,8 @@ class OSEDiff(SRMethod):
     def __init__(self, cfg=None) -> None:
         super().__init__(cfg)
         self._validate()
+        if self._opt("latent", "mode") == "sample":  # the output depends on the seed
+            self.card = replace(type(self).card, stochastic=True)
         self._info: list[dict[str, Any]] | None = None
         self.tagger = None
 
@@ -155,9 +163,6 @@ class OSEDiff(SRMethod):
         latent = str(self._opt("latent", "mode"))
         if latent not in LATENTS:
             raise HarnessError(f"method.latent: '{latent}' is not one of {', '.join(LATENTS)}")
-        if latent == "sample" and int(self._opt("batch_size", 1)) > 1:
-            raise HarnessError("method.latent=sample draws each image's noise from its own seed: "
-                               "use batch_size=1")  # fmt: skip
         precision = str(self._opt("precision", "auto"))
         if precision not in PRECISIONS:
             raise HarnessError(
@@ -168,10 +173,6 @@ class OSEDiff(SRMethod):
                 raise HarnessError(f"method.{key}: must be at least 8")
         if not 0 <= int(self._opt("latent_overlap", 32)) < int(self._opt("latent_tile", 96)):
             raise HarnessError("method.latent_overlap: must be >= 0 and < method.latent_tile")
-        if prompt == "dape" and dape_module() is None:
-            raise HarnessError("osediff: prompt=dape needs the DAPE tagger package "
-                               "(harness.methods.dape), which is not installed; use "
-                               "method.prompt=empty or method.prompt=text:...")  # fmt: skip
 
     @property
     def prompt_mode(self) -> str:
@@ -208,7 +209,8 @@ class OSEDiff(SRMethod):
         return out
 
     def _tagger_files(self) -> dict[str, Path]:
-        from harness.weights.manager import path_of
+        """The tagger's files, in ``weights_dir`` under their manifest names (beside the
+        OSEDiff files, where `harness weights fetch osediff` puts them)."""
         from harness.weights.manifest import load_manifest
 
         dape = dape_module()
@@ -218,7 +220,7 @@ class OSEDiff(SRMethod):
             if wid not in manifest:
                 raise HarnessError(f"osediff: the weights manifest has no entry '{wid}' "
                                    "(needed by the DAPE tagger)")  # fmt: skip
-            out[f"dape:{wid}"] = path_of(manifest[wid])
+            out[f"dape:{wid}"] = self.weights_dir() / manifest[wid].name
         return out
 
     def _check_files(self) -> dict[str, Path]:
@@ -279,13 +281,13 @@ class OSEDiff(SRMethod):
         if self.prompt_mode == "dape":
             tagger_cls = dape_module().DapeTagger
             if random_init:
-                self.tagger = tagger_cls.random(tiny=tiny, seed=0)
-                to = getattr(self.tagger, "to", None)
-                if callable(to):
-                    to(device=device, dtype=dtype)
+                self.tagger = tagger_cls.random(tiny=tiny, seed=0, device=device, dtype=dtype)
             else:
+                from harness.methods.dape.arch import RamConfig
+
                 files = {k.split(":", 1)[1]: p for k, p in self.files().items() if ":" in k}
-                self.tagger = tagger_cls.from_files(files, device, dtype)
+                config = RamConfig.tiny() if tiny else None
+                self.tagger = tagger_cls.from_files(files, device, dtype, config=config)
         self.net = PipelineNet(self.model, self.tagger)
         self.net.default_ids = sd.tokenize(self.tokenizer, [""]).to(device)
 
@@ -331,16 +333,20 @@ class OSEDiff(SRMethod):
             parts["prompt_model"] = prompt_model
         return parts
 
-    def process(self, lr: torch.Tensor) -> torch.Tensor:
+    def process(self, lr: torch.Tensor, seeds: Sequence[int] | None = None) -> torch.Tensor:
         """Steps 1-4 of the module docstring: uint8 ``(N, 3, H', W')`` at the processed size
-        (the official script's output, which is not always 4x the input)."""
+        (the official script's output, which is not always 4x the input). ``seeds``: one per
+        image for ``latent=sample`` (default 0 each)."""
         ups, _ = self.prepare(lr)
         up01 = _stack(ups).to(self.device)
         prompts, tags = self.prompts_for(up01)
         net = self.model
         text = net.encode_text(sd.tokenize(self.tokenizer, prompts).to(self.device))
-        sample = str(self._opt("latent", "mode")) == "sample"
-        z = net.encode((up01 * 2 - 1).to(self.dtype), sample=sample)
+        gens = None
+        if str(self._opt("latent", "mode")) == "sample":
+            seeds = list(seeds) if seeds is not None else [0] * up01.shape[0]
+            gens = [torch.Generator(self.device).manual_seed(int(s)) for s in seeds]
+        z = net.encode((up01 * 2 - 1).to(self.dtype), generators=gens)
         y = net.decode(net.x0(z, net.eps(z, text))).clamp(-1, 1)
         # 8 bits as ToPILImage: x*0.5+0.5 and x255 in the output's dtype, then truncation
         out8 = ((y * 0.5 + 0.5) * 255).to(torch.uint8).float() / 255
@@ -351,9 +357,10 @@ class OSEDiff(SRMethod):
         ]
         return (fixed.clamp(0, 1) * 255).to(torch.uint8)
 
-    def upscale(self, lr: torch.Tensor) -> torch.Tensor:
+    def upscale(self, lr: torch.Tensor, seeds: Sequence[int] | None = None) -> torch.Tensor:
+        """``seeds[i]`` draws image i's latent under ``latent=sample`` (ignored otherwise)."""
         h, w = lr.shape[-2:]
-        out = self.process(lr)
+        out = self.process(lr, seeds)
         want = (w * self.scale, h * self.scale)
         if out.shape[-1] != want[0] or out.shape[-2] != want[1]:
             out = _resize_u8(out, want)  # step 5: what the official resize-back line intends

@@ -172,18 +172,23 @@ class OSEDiffNet(nn.Module):
         """``(N, 77)`` token ids -> ``(N, 77, D)`` last hidden states (SD conditioning)."""
         return self.text_encoder(ids.to(self.text_encoder.device))[0]
 
-    def encode(self, x: torch.Tensor, sample: bool = False) -> torch.Tensor:
-        """Image in [-1, 1] -> scaled latent: the posterior mean, or a sample drawn with torch's
-        global generator (``randn`` of the mean's shape, dtype and device, as diffusers does)."""
+    def encode(
+        self, x: torch.Tensor, generators: Sequence[torch.Generator] | None = None
+    ) -> torch.Tensor:
+        """Image in [-1, 1] -> scaled latent: the posterior mean, or (``generators``, one per
+        image) a sample ``mean + std * randn`` with each image's noise from its own generator
+        (``randn`` of the mean's shape, dtype and device, as diffusers draws it)."""
         t = self.tiling
         enc = TiledVAE(self.vae.encoder, False, t.encoder_tile, VAE_ENCODER_PAD, t.offload)
         h = enc(x) if t.enabled else self.vae.encoder(x)
         moments = self.vae.quant_conv(h.to(self.vae.quant_conv.weight.dtype))
         mean, logvar = moments.chunk(2, dim=1)
         z = mean
-        if sample:
+        if generators is not None:
             std = torch.exp(0.5 * logvar.clamp(-30.0, 20.0))
-            z = mean + std * torch.randn(mean.shape, device=mean.device, dtype=mean.dtype)
+            noise = [torch.randn(mean.shape[1:], generator=g, device=mean.device,
+                                 dtype=mean.dtype) for g in generators]  # fmt: skip
+            z = mean + std * torch.stack(noise)
         return z * sd.SCALING_FACTOR
 
     def eps(self, z: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
