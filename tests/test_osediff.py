@@ -342,6 +342,13 @@ class _Tagger(torch.nn.Module):
         self.seen.append(images.detach().clone())
         return [self.fixed] * images.shape[0]
 
+    @property
+    def module(self):  # the DapeTagger API the profiler uses
+        return self.proj
+
+    def preprocess(self, images):
+        return images.mean((2, 3))
+
 
 def _fake_dape(monkeypatch, tagger):
     tagger_cls = types.SimpleNamespace(weight_ids=(), from_files=lambda *a, **k: tagger,
@@ -443,23 +450,38 @@ def test_weights_manifest_fetches_osediff_files():
         assert set(dape.DapeTagger.weight_ids) <= chosen
 
 
-def test_profile_counts_with_and_without_the_prompt_model(monkeypatch):
+def test_profile_counts_with_and_without_the_prompt_model():
+    """The tiny random DAPE tagger's parameters and MACs are exactly what prompt=dape adds."""
+    from harness.methods.dape import DapeTagger
     from harness.profiler import profile_method
+    from harness.profiler.count import count_params, fvcore_macs
 
-    tagger = _Tagger()
-    _fake_dape(monkeypatch, tagger)
-    rows = {}
+    rows, methods = {}, {}
     for prompt in ("dape", "empty"):
-        m = OSEDiff({"arch": "tiny", "prompt": prompt, "process_size": 64})
+        m = methods[prompt] = OSEDiff({"arch": "tiny", "prompt": prompt, "process_size": 64})
         rows[prompt] = profile_method(m, 16, torch.device("cpu"), torch.float32, runs=1,
                                       warmup=0, random_init=True, counters=("fvcore",))  # fmt: skip
     with_p, without = rows["dape"], rows["empty"]
-    assert with_p["params_components"]["prompt_model"] == 12
+    tagger = methods["dape"].tagger
+    assert isinstance(tagger, DapeTagger)
+    n = count_params(tagger.module)
+    assert with_p["params_components"]["prompt_model"] == n > 0
     assert "prompt_model" not in without["params_components"]
-    assert with_p["params"] == without["params"] + 12
+    assert with_p["params"] == without["params"] + n
     for part in ("text_encoder", "vae_encoder", "unet", "vae_decoder"):
         assert without["params_components"][part] > 0
-    assert without["macs_fvcore"] > 0 and with_p["macs_fvcore"] >= without["macs_fvcore"]
+
+    class Prompt(torch.nn.Module):  # the tagger's part of the pipeline: resize, normalise, net
+        def __init__(self):
+            super().__init__()
+            self.net = tagger.module
+
+        def forward(self, x):
+            return self.net(tagger.preprocess((x + 1) / 2))
+
+    x = methods["dape"].network_inputs(_lr(16, 16))[0]
+    tag_macs = fvcore_macs(Prompt(), (x,))[0]
+    assert tag_macs > 0 and with_p["macs_fvcore"] == without["macs_fvcore"] + tag_macs
 
 
 @pytest.mark.slow

@@ -142,7 +142,7 @@ def run_harness(args, inputs: list[Path], out: Path, weights: Path, tags: list[s
 
     stub = StubTagger()
     fake = types.SimpleNamespace(DapeTagger=types.SimpleNamespace(
-        weight_ids=(), from_files=lambda files, device, dtype: stub))  # fmt: skip
+        weight_ids=(), from_files=lambda *args, **kwargs: stub))  # fmt: skip
     adapter.dape_module = lambda: fake
     cfg = {"arch": args.arch, "prompt": "dape", "weights_dir": str(weights), "precision": "fp32",
            "latent": "mode", "color_fix": args.color_fix}  # fmt: skip

@@ -372,24 +372,28 @@ class OSEDiff(SRMethod):
 
 class PipelineNet(torch.nn.Module):
     """OSEDiffNet plus the prompt model, as one module for the profiler: forward runs the
-    tagger on the image (when there is one), the text encoder, and the one-step core."""
+    tagger's network on the image (when there is one), the text encoder, and the one-step
+    core. The tagger is a DAPE tagger (``preprocess`` + ``module``); its tag strings are not
+    needed to count or time the networks, so the text encoder gets ``default_ids``."""
 
     def __init__(self, core: OSEDiffNet, tagger: Any = None) -> None:
         super().__init__()
         self.core = core
-        self._tagger = [tagger]  # a list: not registered twice when it is a module itself
+        self._tagger = [tagger]  # a list: the tagger object itself is not a module
         self.default_ids: torch.Tensor | None = None
-        module = tagger if isinstance(tagger, torch.nn.Module) else None
-        for attr in ("module", "model", "net"):
-            if module is None and isinstance(getattr(tagger, attr, None), torch.nn.Module):
-                module = getattr(tagger, attr)
-        self.prompt_model = module
+        self.prompt_model = tagger.module if tagger is not None else None
 
-    def forward(self, x: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
-        """``ids`` default to the empty prompt's (counters that pass the image alone)."""
-        if self._tagger[0] is not None:
-            self._tagger[0].tags((x.float() + 1) / 2)
-        return self.core(x, self.default_ids if ids is None else ids)
+    def forward(
+        self, x: torch.Tensor, ids: torch.Tensor | None = None
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """``x``: upscaled LR in [-1, 1]; ``ids`` default to the empty prompt's. Returns the SR
+        image in [-1, 1], and with a tagger also its tag logits (an unused output would be
+        pruned from the traced graph that MAC counters read)."""
+        sr = self.core(x, self.default_ids if ids is None else ids)
+        tagger = self._tagger[0]
+        if tagger is None:
+            return sr
+        return sr, self.prompt_model(tagger.preprocess((x.float() + 1) / 2))
 
 
 def preprocess(rgb: np.ndarray, scale: int = 4, process_size: int = 512) -> Image.Image:
