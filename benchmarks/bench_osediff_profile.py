@@ -48,7 +48,8 @@ def main() -> None:
     for name, cls, cfg in cases:
         method = cls(cfg)
         row = profile_method(method, 128, device, torch.float32, runs=args.runs,
-                             warmup=args.warmup, random_init=True, counters=("fvcore",))  # fmt: skip
+                             warmup=args.warmup, random_init=True,
+                             counters=("fvcore",))  # fmt: skip
         keep = ("params", "params_components", "macs_fvcore", "macs_attention",
                 "macs_fvcore_plus_attention", "latency_median_s", "device", "dtype")  # fmt: skip
         rows[name] = {k: row.get(k) for k in keep}

@@ -381,7 +381,7 @@ class PipelineNet(torch.nn.Module):
         self.core = core
         self._tagger = [tagger]  # a list: the tagger object itself is not a module
         self.default_ids: torch.Tensor | None = None
-        self.prompt_model = tagger.module if tagger is not None else None
+        self.prompt_model = getattr(tagger, "module", None)  # None: a stand-in tagger
 
     def forward(
         self, x: torch.Tensor, ids: torch.Tensor | None = None
@@ -391,7 +391,7 @@ class PipelineNet(torch.nn.Module):
         pruned from the traced graph that MAC counters read)."""
         sr = self.core(x, self.default_ids if ids is None else ids)
         tagger = self._tagger[0]
-        if tagger is None:
+        if self.prompt_model is None:
             return sr
         return sr, self.prompt_model(tagger.preprocess((x.float() + 1) / 2))
 
