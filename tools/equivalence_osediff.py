@@ -23,6 +23,10 @@
    ``--step-noise``: random weights amplify it into a few 1-level truncation flips.
 
 Prints one JSON line per image and a summary; exits 1 if any difference exceeds 1 level.
+With ``adain`` a 1-level truncation flip of the network's 8-bit output is scaled by the fix's
+gain (std of the upscaled LR / std of the output: above 1 for low-contrast random-weight
+outputs) before the second truncation, and can reach 2 levels; ``--color-fix nofix`` shows the
+networks' own agreement.
 """
 
 from __future__ import annotations
