@@ -484,6 +484,34 @@ def test_profile_counts_with_and_without_the_prompt_model():
     assert tag_macs > 0 and with_p["macs_fvcore"] == without["macs_fvcore"] + tag_macs
 
 
+def test_run_writes_each_images_prompt(files, cache_dir, tmp_path, cli):
+    """The runner records what last_info() reports per image: prompts.jsonl, also when the
+    SR images come from the cache on a second run."""
+    import json
+
+    from harness.imageio import write_png
+
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        write_png(
+            tmp_path / "pairs" / "LR" / f"{name}.png", rng.integers(0, 256, (8, 8, 3), np.uint8)
+        )
+        write_png(
+            tmp_path / "pairs" / "HR" / f"{name}.png", rng.integers(0, 256, (32, 32, 3), np.uint8)
+        )
+    for run in ("r1", "r2"):
+        rc = cli("run", "--methods", "osediff", "--datasets", tmp_path / "pairs", "--metrics",
+                 "psnr", "--out", tmp_path / run, "method.arch=tiny", "method.process_size=64",
+                 f"method.weights_dir={files}", "method.prompt='text:a photo, ,'",
+                 "profile.enabled=false")  # fmt: skip
+        assert rc == 0
+        lines = (tmp_path / run / "prompts.jsonl").read_text().splitlines()
+        rows = [json.loads(line) for line in lines]
+        assert [(r["method"], r["dataset"], r["image"], r["prompt"]) for r in rows] == [
+            ("osediff", "pairs", n, "a photo, ,") for n in ("a", "b")
+        ]
+
+
 @pytest.mark.slow
 def test_run_adcsr_and_osediff_on_the_embedded_set(files, cache_dir, tmp_path, cli):
     import json
