@@ -7,6 +7,7 @@ weights digest, the output-relevant run settings (device type, dtype; see
 
     <cache_dir>/sr/<method>/<key[:16]>/key.json      the key's inputs, for humans
     <cache_dir>/sr/<method>/<key[:16]>/<image>.png   one SR image per LR image
+    <cache_dir>/sr/<method>/<key[:16]>/info.jsonl    per-image facts (``SRMethod.last_info``)
 
 PNGs are written atomically, so a file under its final name is complete; a rerun skips them.
 A killed run can leave temporary files (``.<name>.*.tmp``): they are never read, and ``open``
@@ -43,3 +44,26 @@ class SRCache:
 
     def has(self, image: str) -> bool:
         return self.path(image).is_file()
+
+    @property
+    def info_path(self) -> Path:
+        return self.dir / "info.jsonl"
+
+    def record_info(self, info: dict[str, dict[str, Any]]) -> None:
+        """Append ``{image: facts}`` (one JSON line per image; a later line wins)."""
+        with open(self.info_path, "a", encoding="utf-8") as f:
+            for image, facts in info.items():
+                f.write(json.dumps({"image": image, **facts}, ensure_ascii=False) + "\n")
+
+    def read_info(self) -> dict[str, dict[str, Any]]:
+        """The recorded facts per image (a torn last line is ignored)."""
+        out: dict[str, dict[str, Any]] = {}
+        if not self.info_path.is_file():
+            return out
+        for line in self.info_path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            out[str(row.pop("image"))] = row
+        return out

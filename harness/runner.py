@@ -144,6 +144,9 @@ def sr_stage(
                 parts = [(batch, lrs)]
             for samples, tensors in parts:
                 images = _upscale(method, ds, samples, torch.cat(tensors).to(device), seed)
+                info = method.last_info()  # per-image facts (prompts), kept with the cache
+                if info:
+                    cache.record_info({s.name: facts for s, facts in zip(samples, info)})
                 for s, img in zip(samples, images):
                     pending.append(pool.submit(write_png, cache.path(s.name), img))
                     advance()
@@ -352,6 +355,7 @@ def _run(
 
     groups: list[Group] = []
     loaded: set[str] = set()
+    image_info: list[dict[str, Any]] = []  # per-image facts from the methods (prompts.jsonl)
     for ds in datasets:
         manifest["datasets"][ds.name] = {
             "manifest_hash": ds.manifest_hash(),
@@ -378,15 +382,21 @@ def _run(
                     "card": m.card.to_dict(),
                     "adapter_version": m.version,
                     "weights_digest": key_inputs["weights"],
+                    "signature": key_inputs["signature"],
                     "sr_cache": {},
                 },
             )
             entry["sr_cache"][ds.name] = str(cache.dir)
             sr_stage(m, ds, cache, device, dtype, seed, force, loaded)
+            facts = cache.read_info()
+            image_info += [{"method": m.card.name, "dataset": ds.name, "image": s.name}
+                           | facts[s.name] for s in ds if s.name in facts]  # fmt: skip
             items = [Item(s.name, cache.path(s.name), s.hr) for s in ds]
             hr_dir = ds.samples[0].hr.parent if ds.has_hr else None
             groups.append(Group(m.card.name, ds.name, items, cache.key, metrics, cache.dir, hr_dir))
 
+    if image_info:
+        store.write_prompts(image_info)
     rows, sets = _score_groups(
         store, suite, groups, force, int(cfg.metric_batch_size), int(cfg.metric_workers)
     )

@@ -8,6 +8,7 @@ Layout of a run directory (schemas in ARCHITECTURE.md)::
     per_image.csv   method, dataset, image, then one column per metric (written at the end)
     summary.json    per (method, dataset) means with missing-value accounting (at the end)
     report.md       the markdown tables printed at the end of the run
+    prompts.jsonl   per-image facts from the methods (the prompt each SR image was made with)
 
 The journal makes runs resumable: a killed run leaves complete lines (a torn last line is
 ignored), and the rerun scores only what is not in it. ``per_image.csv``, ``summary.json`` and
@@ -162,6 +163,11 @@ class RunStore:
         data = {"schema": EFFICIENCY_SCHEMA, "environment": env, "rows": list(rows)}
         write_text(self.path / "efficiency.json", json.dumps(data, indent=2, default=str) + "\n")
         write_text(self.path / "efficiency.csv", buf.getvalue())
+
+    def write_prompts(self, rows: Sequence[dict[str, Any]]) -> None:
+        """``prompts.jsonl``: one JSON object per (method, dataset, image), atomically."""
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        write_text(self.path / "prompts.jsonl", text)
 
     def read_set_scores(self) -> dict[str, Any]:
         return self._read_json_or_none("set_scores.json") or {}

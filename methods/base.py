@@ -145,6 +145,12 @@ class SRMethod(ABC):
         """Run settings that change the output bits (part of the SR cache key)."""
         return {"device": device.type, "dtype": str(dtype).removeprefix("torch.")}
 
+    def last_info(self) -> list[dict[str, Any]] | None:
+        """Per-image facts about the last :meth:`upscale` call, one JSON-able dict per image
+        (e.g. ``{"prompt": ...}``: the text a diffusion method was conditioned on), or None.
+        The runner records them with the SR images (``prompts.jsonl`` in the run directory)."""
+        return None
+
     def upscale_seeded(self, lr: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
         """The runner's call: ``seeds[i]`` is image i's seed. Stochastic methods get them as
         ``upscale(lr, seeds=...)``; deterministic methods are called as ``upscale(lr)``."""

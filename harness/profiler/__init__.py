@@ -113,7 +113,8 @@ def profile_method(
     lr = torch.rand(1, 3, lr_size, lr_size, generator=torch.Generator().manual_seed(0))
     lr = lr.to(device)
     row: dict[str, Any] = {
-        "device": device_info(device)["name"], "dtype": str(dtype).removeprefix("torch."),
+        "device": device_info(device)["name"],
+        "dtype": str(getattr(method, "dtype", dtype)).removeprefix("torch."),  # as it ran
         "torch": torch.__version__,
         "method": method.card.name, "steps": method.card.steps, "lr_size": lr_size,
         "sr_size": lr_size * method.scale, "weights": "random" if random_init else "loaded",

@@ -22,6 +22,11 @@ def add_parser(sub) -> None:
                    help="fetch: print what would be downloaded, download nothing")  # fmt: skip
     p.add_argument("--data-root", help="where test sets go (default $HARNESS_DATA or ./data)")
     p.add_argument(
+        "--tiny",
+        action="store_true",
+        help="fabricate: tiny architectures where supported (method.arch=tiny)",
+    )
+    p.add_argument(
         "--manifest-out",
         help="fabricate: where to write the fabricated files' "
         "manifest (default: fabricated-manifest.json in the weights folder)",
@@ -152,7 +157,7 @@ def _fabricate(chosen: list[WeightEntry], args: argparse.Namespace) -> int:
         raise HarnessError("weights fabricate: none of the selected files can be fabricated")
     out = Path(args.manifest_out or weights_root() / "fabricated-manifest.json").expanduser()
     print("RANDOM WEIGHTS: scores computed with them are meaningless (tests, benchmarks only)")
-    for e in fabricate(ids, out):
+    for e in fabricate(ids, out, tiny=bool(getattr(args, "tiny", False))):
         print(f"fabricated {e.id:22s} {e.size} bytes")
     print(f"use them with: export HARNESS_WEIGHTS_MANIFEST={out}")
     return 0

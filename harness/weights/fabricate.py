@@ -141,6 +141,27 @@ def _fid_inception(path: Path) -> None:
     _save_torch(_half(net.state_dict()), path)
 
 
+_OSEDIFF_ROLES = {"osediff-checkpoint": "checkpoint", "sd21base-unet": "unet",
+                  "sd21base-vae": "vae", "sd21base-text-encoder": "text_encoder",
+                  "sd21base-vocab": "vocab", "sd21base-merges": "merges"}  # fmt: skip
+_made_osediff: set[bool] = set()  # sizes written in this process (one call writes all files)
+
+
+def _osediff(path: Path, tiny: bool = False) -> None:
+    """All OSEDiff files at once (one random network: osediff.pkl in the official layout, the
+    SD2.1-base components in fp16, the tokenizer from CLIP's BPE table); ``tiny`` shrinks it."""
+    from harness.methods.osediff.arch import OSEDiffConfig
+    from harness.methods.osediff.weights import random_net, write_files
+
+    if tiny in _made_osediff and path.is_file():
+        return  # written together with the other OSEDiff files of this call
+    entries = load_manifest()
+    paths = {role: path_of(entries[i]) for i, role in _OSEDIFF_ROLES.items()}
+    cfg = OSEDiffConfig.tiny() if tiny else OSEDiffConfig.paper()
+    write_files(random_net(cfg, seed=0), paths, half=True)
+    _made_osediff.add(tiny)
+
+
 def _dape(entry_id: str) -> Callable[[Path], None]:
     def make(path: Path) -> None:  # RAM / DAPE files in the official layout (OSEDiff's prompt)
         from harness.methods.dape.fabricate import write_one
@@ -150,7 +171,7 @@ def _dape(entry_id: str) -> Callable[[Path], None]:
     return make
 
 
-MAKERS: dict[str, Callable[[Path], None]] = {
+MAKERS: dict[str, Callable[..., None]] = {
     "torchvision-alexnet": _alexnet,
     "pyiqa-lpips-alex": _lpips_lin,
     "torchvision-vgg16": _vgg16,
@@ -162,16 +183,21 @@ MAKERS: dict[str, Callable[[Path], None]] = {
     "pyiqa-maniqa-koniq": _maniqa,
     "clip-rn50": _clip_rn50,
     "pyiqa-fid-inception": _fid_inception,
+    **{i: _osediff for i in _OSEDIFF_ROLES},
     **{
         i: _dape(i)
         for i in ("ram-swin-large-14m", "dape-lora", "ram-tag-list", "ram-tag-list-threshold")
     },  # fmt: skip
 }
+SIZED = set(_OSEDIFF_ROLES)  # makers that take tiny=True (tiny architectures, for tests)
 
 
-def fabricate(ids: list[str], manifest_out: Path, seed: int = 0) -> list[WeightEntry]:
+def fabricate(
+    ids: list[str], manifest_out: Path, seed: int = 0, tiny: bool = False
+) -> list[WeightEntry]:
     """Write random weights for ``ids`` into their managed places; return their entries with
-    the fabricated files' sha256, also written to ``manifest_out`` (JSON list)."""
+    the fabricated files' sha256, also written to ``manifest_out`` (JSON list). ``tiny``: the
+    makers that can (:data:`SIZED`) write tiny architectures (``method.arch=tiny``)."""
     entries = load_manifest()
     order = [i for i in MAKERS if i in ids]  # dependency order (ViT before MANIQA)
     made: list[WeightEntry] = []
@@ -179,7 +205,10 @@ def fabricate(ids: list[str], manifest_out: Path, seed: int = 0) -> list[WeightE
         torch.manual_seed(seed + i)
         entry = entries[entry_id]
         path = path_of(entry)
-        MAKERS[entry_id](path)
+        if entry_id in SIZED:
+            MAKERS[entry_id](path, tiny=tiny)
+        else:
+            MAKERS[entry_id](path)
         made.append(WeightEntry(**(entry.to_dict() | {
             "used_by": tuple(entry.used_by), "sha256": sha256_file(path),
             "sha256_prefix": None, "size": path.stat().st_size,

@@ -34,6 +34,10 @@ ADCSR_HF = "https://huggingface.co/Guaishou74851/AdcSR/resolve/main"
 S3DIFF_HF = "https://huggingface.co/zhangap/S3Diff/resolve/main"
 SD_TURBO_HF = "https://huggingface.co/stabilityai/sd-turbo/resolve/main"
 SD_TURBO_LICENSE = "Stability AI Non-Commercial Research Community License"
+# SD2.1-base: stabilityai's repository was removed (Nov 2025); this mirror is the one OSEDiff's
+# authors point to (cswry/OSEDiff issue #77). `--mirror` or HARNESS_WEIGHTS_MANIFEST swap it.
+SD21_BASE = "https://huggingface.co/Manojb/stable-diffusion-2-1-base/resolve/main"
+SD_LICENSE = "CreativeML Open RAIL++-M"
 # OSEDiff's copy of RAM's data files, at a fixed commit (the tagger reads these two)
 OSEDIFF_RAW = (
     "https://raw.githubusercontent.com/cswry/OSEDiff/fcc4f09c7ed66a9bc0ba9433940d76b343142426"
@@ -117,6 +121,23 @@ BUILTIN: tuple[WeightEntry, ...] = (
       for key, name in (("vocab", "vocab.json"), ("merges", "merges.txt"),
                         ("special", "special_tokens_map.json"),
                         ("config", "tokenizer_config.json"))),
+    WeightEntry("osediff-checkpoint", "osediff.pkl",
+                "https://raw.githubusercontent.com/cswry/OSEDiff/main/preset/models/osediff.pkl",
+                "harness:osediff", ("osediff",), "Apache-2.0"),
+    WeightEntry("sd21base-unet", "sd21base-unet.safetensors",
+                f"{SD21_BASE}/unet/diffusion_pytorch_model.safetensors", "harness:osediff",
+                ("osediff",), SD_LICENSE,
+                sha256="6dfae3e5f7d459b50f4b0850ead945972c75bb0e1897628933e169eb43974214"),
+    WeightEntry("sd21base-vae", "sd21base-vae.safetensors",
+                f"{SD21_BASE}/vae/diffusion_pytorch_model.safetensors", "harness:osediff",
+                ("osediff",), SD_LICENSE),
+    WeightEntry("sd21base-text-encoder", "sd21base-text-encoder.safetensors",
+                f"{SD21_BASE}/text_encoder/model.safetensors", "harness:osediff", ("osediff",),
+                SD_LICENSE),
+    WeightEntry("sd21base-vocab", "sd21base-vocab.json", f"{SD21_BASE}/tokenizer/vocab.json",
+                "harness:osediff", ("osediff",), SD_LICENSE),
+    WeightEntry("sd21base-merges", "sd21base-merges.txt", f"{SD21_BASE}/tokenizer/merges.txt",
+                "harness:osediff", ("osediff",), SD_LICENSE),
     WeightEntry("ram-swin-large-14m", "ram_swin_large_14m.pth",
                 "https://huggingface.co/xinyu1205/recognize_anything_model/resolve/main/ram_swin_large_14m.pth",
                 "harness:osediff", ("osediff",), "Apache-2.0 (recognize-anything)"),

@@ -6,9 +6,12 @@ latent mean of an HR crop; the half-width decoder (``HalfDecoder``: post_quant_c
 mid block, up blocks) reconstructs it. Loss: L1 + LPIPS + a patch-GAN term (hinge), the
 latent-diffusion autoencoder recipe, weights configurable.
 
-Stage 2 (``stage=distill``): the teacher OSEDiff runs one step at t=999 on the VAE latent mean
-of the bicubic-x4 LR; x0 = (z - sqrt(1-a) eps) / sqrt(a). Features are the stage-1 decoder's
-mid-block output: teacher = mid(conv_in(pqc(x0 / 0.18215))), real = the same on the HR latent,
+Stage 2 (``stage=distill``): the teacher OSEDiff (the ``osediff`` method's network and loaders,
+``methods/osediff/teacher.py``) runs one step at t=999 on its VAE latent mean of the bicubic-x4
+LR, conditioned on the LR's DAPE tags when the tagger and its weights are present
+(``teacher.prompt=auto``); x0 = (z - sqrt(1-a) eps) / sqrt(a). Features are the stage-1
+decoder's mid-block output: teacher = mid(conv_in(pqc(x0 / 0.18215))), real = the same on the
+SD VAE's HR latent (OSEDiff's encoder LoRA switched off),
 student = AdcSRNet.features(LR). L_G = L1(student, teacher) + softplus(-D(student));
 L_D = softplus(D(student.detach())) + softplus(-D(real)). D is an SD UNet with a new conv_in
 from the feature width and rank-4 LoRA (gaussian init) on attention, conv and feed-forward layers,
@@ -24,7 +27,6 @@ uninterrupted one bit for bit.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -161,7 +163,7 @@ def add_lora(model: nn.Module, rank: int) -> int:
 class UNetDiscriminator(nn.Module):
     """SD UNet with a new conv_in from the feature width, LoRA adapters; logits per position."""
 
-    def __init__(self, unet: nn.Module, feature_channels: int, rank: int, prompt: torch.Tensor):
+    def __init__(self, unet: nn.Module, feature_channels: int, rank: int):
         super().__init__()
         for p in unet.parameters():
             p.requires_grad_(False)
@@ -169,7 +171,6 @@ class UNetDiscriminator(nn.Module):
         unet.conv_in = nn.Conv2d(feature_channels, first, 3, padding=1)
         self.adapters = add_lora(unet, rank)
         self.unet = unet
-        self.register_buffer("prompt", prompt, persistent=False)
         self._trainable = [p for p in self.parameters() if p.requires_grad]
 
     def trainable(self) -> list[nn.Parameter]:
@@ -180,9 +181,9 @@ class UNetDiscriminator(nn.Module):
         for p in self._trainable:
             p.requires_grad_(on)
 
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        text = self.prompt.expand(f.shape[0], -1, -1).to(f.dtype)
-        return self.unet(f, 999, text).sample
+    def forward(self, f: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Logits for features ``f`` under the batch's text embedding ``(N, 77, D)``."""
+        return self.unet(f, 999, text.to(f.dtype)).sample
 
 
 # ----------------------------------------------------------------------------- teacher
@@ -198,14 +199,16 @@ def _unet(cfg: DictConfig) -> nn.Module:
     return UNet2DConditionModel(**OmegaConf.to_container(cfg.unet_config))  # type: ignore[arg-type]
 
 
-def _vae(cfg: DictConfig) -> nn.Module:
-    from diffusers import AutoencoderKL
+def _teacher_arch(cfg: DictConfig):
+    from harness.methods.common.sd import TINY_TEXT
+    from harness.methods.osediff.arch import OSEDiffConfig
 
     if cfg.arch == "sd21":
-        from harness.methods.osediff.arch import sd_vae
-
-        return sd_vae()
-    return AutoencoderKL(**OmegaConf.to_container(cfg.vae_config))  # type: ignore[arg-type]
+        return OSEDiffConfig.paper()
+    unet = OmegaConf.to_container(cfg.unet_config)
+    vae = OmegaConf.to_container(cfg.vae_config)
+    text = dict(TINY_TEXT) | {"hidden_size": int(unet["cross_attention_dim"])}  # type: ignore[index]
+    return OSEDiffConfig(unet, vae, text)  # type: ignore[arg-type]
 
 
 def _load_into(model: nn.Module, sd: dict, where: str) -> None:
@@ -215,42 +218,18 @@ def _load_into(model: nn.Module, sd: dict, where: str) -> None:
         raise HarnessError(f"{where}: does not fit the model ({str(e).splitlines()[0]})") from None
 
 
-def build_teacher(cfg: DictConfig) -> tuple[nn.Module, nn.Module, dict[str, torch.Tensor]]:
-    """(VAE, UNet, UNet state dict used as the 'SD base') from ``osediff.pkl`` or random."""
-    from harness.checkpoints import load_tensors
+def build_teacher(cfg: DictConfig):
+    """OSEDiff through the ``osediff`` method's code (``methods/osediff/teacher.py``): the
+    release files in ``weights_dir``, AdcSR's merged ``weights`` file, or random weights."""
+    from harness.methods.osediff.teacher import build_teacher as osediff_teacher
 
-    vae, unet = _vae(cfg), _unet(cfg)
-    if cfg.weights:
-        obj = load_tensors(cfg.weights)
-        if not isinstance(obj, dict) or not {"vae", "unet"} <= set(obj):
-            raise HarnessError(f"{cfg.weights}: expected a dict with 'vae' and 'unet' state dicts "
-                               "(OSEDiff with LoRA merged)")  # fmt: skip
-        _load_into(vae, obj["vae"], f"{cfg.weights} ['vae']")
-        _load_into(unet, obj["unet"], f"{cfg.weights} ['unet']")
-    for m in (vae, unet):
-        m.requires_grad_(False).eval()
-    base = unet.state_dict()
-    if cfg.sd_unet:
-        from harness.checkpoints import load_tensors as lt
-
-        base = lt(cfg.sd_unet)
-    return vae, unet, {k: v.clone() for k, v in base.items()}
-
-
-def prompt_embedding(cfg: DictConfig, dim: int) -> torch.Tensor:
-    """``zeros`` (no text), or ``file:PATH`` to a safetensors/pt file with one (77, dim) tensor
-    (e.g. an empty-prompt or DAPE embedding precomputed with the SD text encoder)."""
-    spec = str(cfg.prompt)
-    if spec == "zeros":
-        return torch.zeros(1, 77, dim)
-    if spec.startswith("file:"):
-        from harness.checkpoints import load_tensors
-
-        obj = load_tensors(spec[5:])
-        t = next(iter(obj.values())) if isinstance(obj, dict) else obj
-        return t.reshape(1, -1, dim).float()
-    raise HarnessError(f"teacher.prompt: '{spec}' is not 'zeros' or 'file:PATH' (DAPE prompts "
-                       "are not built in: precompute them to a file)")  # fmt: skip
+    return osediff_teacher(
+        _teacher_arch(cfg),
+        weights_dir=cfg.get("weights_dir"),
+        merged=cfg.weights,
+        prompt=str(cfg.prompt),
+        sd_unet=cfg.sd_unet,
+    )
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -413,11 +392,10 @@ def train_decoder(cfg: DictConfig, out: Path) -> dict[str, Any]:
     torch.manual_seed(int(cfg.seed))
     tr = Trainer(cfg, out)
     arch = _arch(cfg)
-    vae, _, _ = build_teacher(cfg.teacher)
-    vae = vae.to(tr.device)
+    teacher = build_teacher(cfg.teacher).to(tr.device)
     dec = HalfDecoder(arch).to(tr.device)
     if cfg.decoder.init_from_sd:
-        n = slice_into(dec, vae.state_dict(), _sd_decoder_key)
+        n = slice_into(dec, teacher.net.vae.state_dict(), _sd_decoder_key)
         log(f"stage 1: {n} decoder tensors initialised by slicing the SD VAE decoder")
     disc = PatchDiscriminator(int(cfg.decoder.disc_width), int(cfg.decoder.disc_layers))
     disc = disc.to(tr.device)
@@ -435,7 +413,7 @@ def train_decoder(cfg: DictConfig, out: Path) -> dict[str, Any]:
         _, hr = data.batch(step, tr.rank, tr.world)
         x = hr.to(tr.device) * 2 - 1
         with torch.no_grad():
-            z = vae.encode(x).latent_dist.mean
+            z = teacher.sd_latent(x)
         gan_on = step >= int(cfg.decoder.disc_start)
         with tr.autocast():
             rec = dec(z)
@@ -494,9 +472,9 @@ def train_distill(cfg: DictConfig, out: Path) -> dict[str, Any]:
     half = HalfDecoder(arch)
     _load_into(half, load_tensors(cfg.distill.half_decoder), str(cfg.distill.half_decoder))
     half = half.to(tr.device).requires_grad_(False).eval()
-    vae, unet, base = build_teacher(cfg.teacher)
-    vae, unet = vae.to(tr.device), unet.to(tr.device)
-    prompt = prompt_embedding(cfg.teacher, unet.config.cross_attention_dim).to(tr.device)
+    teacher = build_teacher(cfg.teacher).to(tr.device)
+    base = teacher.base_unet
+    log(f"stage 2: teacher prompts: {teacher.prompt}")
     student = AdcSRNet(arch)
     student.unet.load_state_dict(compress_unet(base, float(cfg.distill.prune_ratio),
                                                arch.latent_channels))  # fmt: skip
@@ -506,7 +484,7 @@ def train_distill(cfg: DictConfig, out: Path) -> dict[str, Any]:
     student.decoder.requires_grad_(False)
     d_unet = _unet(cfg.teacher)
     d_unet.load_state_dict(base)
-    disc = UNetDiscriminator(d_unet, arch.latent_channels, int(cfg.distill.lora_rank), prompt)
+    disc = UNetDiscriminator(d_unet, arch.latent_channels, int(cfg.distill.lora_rank))
     disc = disc.to(tr.device)
     g_params = [p for p in student.parameters() if p.requires_grad]
     tr.modules = {"student": student, "disc": disc}
@@ -517,8 +495,6 @@ def train_distill(cfg: DictConfig, out: Path) -> dict[str, Any]:
     tr.scaler("g"), tr.scaler("d")
     tr.resume()
     data = _data(cfg, degrade_lr=True)
-    betas = torch.linspace(0.00085**0.5, 0.012**0.5, 1000, dtype=torch.float64) ** 2
-    a = float(torch.cumprod(1 - betas, 0)[999])
     halve = int(cfg.distill.lr_halve_step)
 
     def body(step: int) -> dict[str, Any]:
@@ -528,22 +504,21 @@ def train_distill(cfg: DictConfig, out: Path) -> dict[str, Any]:
         lr, hr = lr.to(tr.device), hr.to(tr.device)
         with torch.no_grad():
             up = F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False)
-            z = vae.encode(up.clamp(0, 1) * 2 - 1).latent_dist.mean * SCALE_FACTOR
-            eps = unet(z, 999, prompt.expand(z.shape[0], -1, -1)).sample
-            x0 = (z - math.sqrt(1 - a) * eps) / math.sqrt(a)
+            text = teacher.text(lr)
+            x0 = teacher.x0(teacher.latent(up.clamp(0, 1) * 2 - 1), text)
             f_teacher = half.features(x0 / SCALE_FACTOR)
-            f_real = half.features(vae.encode(hr * 2 - 1).latent_dist.mean)
+            f_real = half.features(teacher.sd_latent(hr * 2 - 1))
         with tr.autocast():
             f_student = student.features(lr * 2 - 1)
             disc.train_params(False)  # G's step must not accumulate into D
-            adv = F.softplus(-disc(f_student)).float().mean()
+            adv = F.softplus(-disc(f_student, text)).float().mean()
             l1 = F.l1_loss(f_student.float(), f_teacher)
             loss_g = l1 + float(cfg.distill.adv_weight) * adv
         disc.train_params(True)
         tr.apply("g", loss_g)
         with tr.autocast():
-            loss_d = (F.softplus(disc(f_student.detach())).float().mean()
-                      + F.softplus(-disc(f_real)).float().mean())  # fmt: skip
+            loss_d = (F.softplus(disc(f_student.detach(), text)).float().mean()
+                      + F.softplus(-disc(f_real, text)).float().mean())  # fmt: skip
         tr.apply("d", loss_d)
         return {"l1": l1.item(), "adv": adv.item(), "loss_g": loss_g.item(),
                 "loss_d": loss_d.item(), "lr_g": tr.optims["g"].param_groups[0]["lr"]}  # fmt: skip

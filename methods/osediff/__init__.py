@@ -1,3 +1,6 @@
-"""OSEDiff building blocks. Only the architecture (random weights) lives here so far: it serves
-the profiler and the AdcSR-vs-OSEDiff efficiency benchmark. No ``osediff`` method is registered
-until its adapter loads the official weights."""
+"""OSEDiff (NeurIPS 2024): the ``osediff`` method (``adapter.py``), its network built with
+diffusers / transformers / peft (``arch.py``) and its weight files (``weights.py``)."""
+
+from harness.methods.osediff.adapter import OSEDiff
+
+__all__ = ["OSEDiff"]
