@@ -152,6 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--seed", type=int, default=0, help="bootstrap and jitter seed (default 0)")
     rp.add_argument("--alpha", type=float, default=0.05, help="test level (default 0.05)")
 
+    mg = sub.add_parser(
+        "merge",
+        help="merge the finished parts (shards, jobs) of one run into one run directory",
+        description="Check that the runs are parts of one run (same config except the part, "
+        "same protocol, every image exactly once), then write the merged run.",
+    )
+    mg.add_argument("run_dir", nargs="+", help="run directories of the jobs (harness run)")
+    mg.add_argument("--out", required=True, help="the merged run directory to write")
+
     ls = sub.add_parser("list", help="list registered methods, datasets or metrics")
     ls.add_argument("what", choices=["methods", "datasets", "metrics"])
     return parser
@@ -293,6 +302,12 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"results: {out}")
 
 
+def cmd_merge(args: argparse.Namespace) -> None:
+    from harness.merge import merge
+
+    _print_report(merge(args.run_dir, args.out))
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     from harness.config import group_options
 
@@ -350,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return leaderboard(args)
         commands = {"run": cmd_run, "eval": cmd_eval, "profile": cmd_profile, "list": cmd_list,
-                    "train": cmd_train, "report": cmd_report}  # fmt: skip
+                    "train": cmd_train, "report": cmd_report, "merge": cmd_merge}  # fmt: skip
         commands[args.command](args)
     except HarnessError as e:
         print(f"harness: error: {e}", file=sys.stderr)
