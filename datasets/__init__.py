@@ -42,6 +42,21 @@ def _lr_only(cfg: Mapping[str, Any], cache_dir: Path) -> ImageDataset:
     return lr_folder(cfg["name"], _require_folder(cfg, "lr_dir"), int(cfg["scale"]))
 
 
+@DATASET_TYPES.register("folder")
+def _folder(cfg: Mapping[str, Any], cache_dir: Path) -> ImageDataset:
+    """A user's folder (``--datasets PATH``): ``LR/`` with ``HR/`` pairs, ``LR/`` alone, or
+    LR images directly in the folder."""
+    root = _require_folder(cfg, "root")
+    lr, hr, scale = root / "LR", root / "HR", int(cfg["scale"])
+    if lr.is_dir():
+        if hr.is_dir():
+            return paired_folder(cfg["name"], lr, hr, scale)
+        return lr_folder(cfg["name"], lr, scale)
+    if hr.is_dir():
+        raise HarnessError(f"{root}: has HR/ but no LR/ (expected LR/ and HR/, or LR images)")
+    return lr_folder(cfg["name"], root, scale)
+
+
 @DATASET_TYPES.register("embedded")
 def _embedded(cfg: Mapping[str, Any], cache_dir: Path) -> ImageDataset:
     from harness.datasets.embedded import embedded

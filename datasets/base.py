@@ -13,7 +13,9 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.hashing import sha256_file, sha256_json
-from harness.imageio import image_size, list_images
+from harness.imageio import image_info, list_images
+
+Conversions = dict[str, list[str]]  # kind (grayscale, alpha, 16-bit...) -> "LR/a.png", ...
 
 
 @dataclass(frozen=True)
@@ -28,10 +30,13 @@ class Sample:
 class ImageDataset(Sequence[Sample]):
     """An ordered, validated list of samples with a scale factor."""
 
-    def __init__(self, name: str, samples: list[Sample], scale: int) -> None:
+    def __init__(
+        self, name: str, samples: list[Sample], scale: int, conversions: Conversions | None = None
+    ) -> None:
         self.name = name
         self.samples = samples
         self.scale = scale
+        self.conversions: Conversions = conversions or {}  # what reading converts, per kind
         self._manifest: list[dict] | None = None
 
     @property
@@ -79,24 +84,50 @@ def match_by_stem(
     return [(p, rmap[p.stem]) for p in left]
 
 
-def check_scale(lr: Path, hr: Path, scale: int) -> None:
-    (lw, lh), (hw, hh) = image_size(lr), image_size(hr)
+def check_scale(lr: Path, hr: Path, scale: int, what: str = "LR") -> None:
+    """``hr`` must be exactly ``scale`` x ``lr`` (sizes from the headers)."""
+    require_scale(lr, image_info(lr)[0], hr, image_info(hr)[0], scale, what)
+
+
+def require_scale(lr: Path, lsize: tuple[int, int], hr: Path, hsize: tuple[int, int], scale: int,
+                  what: str = "LR") -> None:  # fmt: skip
+    """``hr`` (of size ``hsize``) must be exactly ``scale`` x ``lr`` (of size ``lsize``)."""
+    (lw, lh), (hw, hh) = lsize, hsize
     if (hw, hh) != (lw * scale, lh * scale):
-        raise HarnessError(f"{hr}: size {hw}x{hh} is not {scale}x the LR {lr.name} ({lw}x{lh})")
+        raise HarnessError(f"{hr}: size {hw}x{hh} is not {scale}x the {what} {lr.name} ({lw}x{lh})")
+
+
+def note_conversions(conversions: Conversions, kinds: tuple[str, ...], label: str) -> None:
+    """Record that reading the file ``label`` (``LR/a.png``) applies ``kinds``."""
+    for kind in kinds:
+        conversions.setdefault(kind, []).append(label)
+
+
+def describe_conversions(conversions: Conversions, n_files: int) -> str:
+    """``3 of 12 files converted on read: 2 grayscale, 1 alpha (e.g. LR/a.png)``."""
+    files = {f for names in conversions.values() for f in names}
+    kinds = ", ".join(f"{len(v)} {k}" for k, v in sorted(conversions.items()))
+    return f"{len(files)} of {n_files} files converted on read: {kinds} (e.g. {min(files)})"
 
 
 def paired_folder(name: str, lr_dir: str | Path, hr_dir: str | Path, scale: int) -> ImageDataset:
     """LR/HR folders matched by file stem; every HR must be exactly ``scale`` x its LR."""
     lr_dir, hr_dir = Path(lr_dir), Path(hr_dir)
     pairs = match_by_stem(list_images(lr_dir), list_images(hr_dir), lr_dir, hr_dir)
+    conversions: Conversions = {}
     for lr, hr in pairs:
-        check_scale(lr, hr, scale)
-    return ImageDataset(name, [Sample(lr.stem, lr, hr) for lr, hr in pairs], scale)
+        (lsize, lkinds), (hsize, hkinds) = image_info(lr), image_info(hr)
+        require_scale(lr, lsize, hr, hsize, scale)
+        note_conversions(conversions, lkinds, f"LR/{lr.name}")
+        note_conversions(conversions, hkinds, f"HR/{hr.name}")
+    samples = [Sample(lr.stem, lr, hr) for lr, hr in pairs]
+    return ImageDataset(name, samples, scale, conversions)
 
 
 def lr_folder(name: str, lr_dir: str | Path, scale: int) -> ImageDataset:
     """LR images only (real photos without ground truth): no-reference metrics only."""
     files = list_images(lr_dir)
+    conversions: Conversions = {}
     for f in files:
-        image_size(f)  # a file that is not an image fails here, naming it
-    return ImageDataset(name, [Sample(f.stem, f) for f in files], scale)
+        note_conversions(conversions, image_info(f)[1], f"LR/{f.name}")  # fails on a non-image
+    return ImageDataset(name, [Sample(f.stem, f) for f in files], scale, conversions)

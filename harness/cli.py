@@ -1,16 +1,35 @@
 """The ``harness`` command line: argparse in front of Hydra.
 
 Each flag is a shorthand for a Hydra override (``--methods a,b`` is ``methods=[a,b]``), and any
-``key=value`` argument is passed to Hydra as it is. User errors print one line and exit 2.
+``key=value`` argument is passed to Hydra as it is. User errors print one line and exit 2,
+argparse's own included (``_Parser``).
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import textwrap
 from collections.abc import Sequence
 
 from harness.errors import HarnessError
+
+DESCRIPTION = """\
+Reproducible benchmarks for real-world image super-resolution: run methods over test sets,
+score them with the papers' metrics (pyiqa settings), profile their cost, and print tables."""
+
+EPILOG = """\
+first steps:
+  harness run                       bicubic and Lanczos on the embedded set (offline, seconds)
+  harness list methods              also: harness list datasets, harness list metrics
+  harness run --methods adcsr --datasets drealsr suite=paper
+  harness run --datasets PATH       your own folder: PATH/LR and PATH/HR, or LR images only
+  harness eval --sr DIR --hr DIR    score outputs you already have
+  harness weights fetch NAME        weights of a metric or method (harness weights list)
+
+`harness COMMAND --help` shows a command's options and key=value overrides.
+"""
 
 RUN_EPILOG = """\
 Hydra overrides (after the options, any number):
@@ -27,8 +46,20 @@ resumes: cached SR images and scored images are not computed again (--force redo
 `harness report DIR...` prints a finished run's tables again and writes them as md/tex/csv
 with statistics and figures (several directories merge into one table per dataset).
 
-Names: `harness list methods|datasets|metrics`.
+Names: `harness list methods`, `harness list datasets`, `harness list metrics`.
 """
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block): ``harness run: error: ...``, and no
+    abbreviated options (``--metric`` is not silently ``--metrics``)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _csv(text: str) -> list[str]:
@@ -52,11 +83,25 @@ def _common(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="a metric that cannot be computed is an error, not a missing value",
     )
+    _dry_run(p)
+
+
+def _dry_run(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check the options and print the resolved config; read and write nothing else",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="harness", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(
+        prog="harness",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = sub.add_parser(
         "run",
@@ -67,7 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--methods", help="comma-separated method names (default: bicubic,lanczos,realesrgan)"
     )
-    run.add_argument("--datasets", help="comma-separated dataset names (default: embedded)")
+    run.add_argument(
+        "--datasets",
+        help="comma-separated dataset names or folder paths (PATH/LR + PATH/HR, or LR images; "
+        "named after the folder) (default: embedded)",
+    )
     _common(run)
     run.add_argument(
         "--cache-dir", help="SR cache folder (default $HARNESS_CACHE or ~/.cache/harness)"
@@ -83,7 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder of SR outputs; repeat as NAME=DIR to score several methods in one run",
     )
     ev.add_argument("--hr", required=True, help="folder of HR references (same file stems)")
-    ev.add_argument("--lr", help="folder of LR inputs (optional; names are checked)")
+    ev.add_argument(
+        "--lr", help="folder of LR inputs (optional; names and sizes checked: SR = scale x LR)"
+    )
     ev.add_argument("--name", help="method name for the results (default: the SR folder name)")
     _common(ev)
     ev.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides")
@@ -96,13 +147,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--methods", help="comma-separated method names")
     pr.add_argument("--lr-size", type=int, help="square LR input side (default 128)")
-    pr.add_argument("--runs", type=int, help="timed runs after warm-up (default 10)")
-    pr.add_argument("--warmup", type=int, help="untimed warm-up runs (default 3)")
+    pr.add_argument(
+        "--runs",
+        type=int,
+        help="timed runs after warm-up (default: as many as fit in --max-time, at least "
+        "profile.min_runs=3)",
+    )
+    pr.add_argument(
+        "--max-time", type=float, help="seconds of timed runs per method when --runs is not given "
+        "(default 1)",
+    )  # fmt: skip
+    pr.add_argument("--warmup", type=int, help="untimed warm-up runs (default 1)")
     pr.add_argument("--random-init", action="store_true", help="architecture only, no weights")
     pr.add_argument("--reference", help="method the ratios are computed against")
     pr.add_argument("--out", help="output directory")
     pr.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where models run")
     pr.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], help="model precision")
+    _dry_run(pr)
     pr.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides")
 
     tr = sub.add_parser("train", help="train a method (AdcSR: stage=decoder|distill)")
@@ -113,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         "CPU smoke run; <method>_paper is the paper's recipe)",
     )
     tr.add_argument("--out", help="training directory (checkpoints, log, exported weights)")
+    _dry_run(tr)
     tr.add_argument(
         "overrides",
         nargs="*",
@@ -193,13 +255,34 @@ def _print_report(out_dir) -> None:
     print(f"results: {out}")
 
 
-def cmd_run(args: argparse.Namespace) -> None:
+def _dataset_entries(text: str | None) -> list[str]:
+    """``--datasets`` as a quoted Hydra list: entries may be folder paths."""
+    from harness.config import quote
+
+    if text is None:
+        return []
+    return [f"datasets=[{','.join(quote(d) for d in _csv(text))}]"]
+
+
+# Each command with a config: (args -> composed config), then the work. `--dry-run` stops
+# after the first step and prints the config.
+def config_run(args: argparse.Namespace):
     from harness.config import compose_run
+
+    ov = _list_override("methods", args.methods) + _dataset_entries(args.datasets)
+    return compose_run(ov + _overrides(args, ["out", "cache-dir"]))
+
+
+def cmd_run(args: argparse.Namespace) -> None:
     from harness.runner import run
 
-    ov = _list_override("methods", args.methods) + _list_override("datasets", args.datasets)
-    cfg = compose_run(ov + _overrides(args, ["out", "cache-dir"]))
-    _print_report(run(cfg))
+    _print_report(run(config_run(args)))
+
+
+def config_eval(args: argparse.Namespace):
+    from harness.config import compose_eval
+
+    return compose_eval(_sr_override(args.sr) + _overrides(args, ["hr", "lr", "name", "out"]))
 
 
 def _sr_override(values: Sequence[str]) -> list[str]:
@@ -228,21 +311,17 @@ def _sr_override(values: Sequence[str]) -> list[str]:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from harness.config import compose_eval
     from harness.runner import evaluate
 
-    cfg = compose_eval(_sr_override(args.sr) + _overrides(args, ["hr", "lr", "name", "out"]))
-    _print_report(evaluate(cfg))
+    _print_report(evaluate(config_eval(args)))
 
 
-def cmd_profile(args: argparse.Namespace) -> None:
+def config_profile(args: argparse.Namespace):
     from harness.config import compose_run, quote
-    from harness.runner import profile
 
     ov = _list_override("methods", args.methods) + ["datasets=[embedded]"]
-    for flag, key in (("lr_size", "lr_size"), ("runs", "runs"), ("warmup", "warmup")):
-        if getattr(args, flag) is not None:
-            ov.append(f"profile.{key}={getattr(args, flag)}")
+    flags = ("lr_size", "runs", "warmup", "max_time")
+    ov += [f"profile.{k}={getattr(args, k)}" for k in flags if getattr(args, k) is not None]
     if args.random_init:
         ov.append("profile.random_init=true")
     if args.reference:
@@ -250,17 +329,29 @@ def cmd_profile(args: argparse.Namespace) -> None:
     if args.out:
         ov.append(f"out={quote(args.out)}")
     ov += [f"{k}={getattr(args, k)}" for k in ("device", "dtype") if getattr(args, k)]
-    _print_report(profile(compose_run(ov + list(args.overrides))))
+    return compose_run(ov + list(args.overrides))
+
+
+def cmd_profile(args: argparse.Namespace) -> None:
+    from harness.runner import profile
+
+    _print_report(profile(config_profile(args)))
+
+
+def config_train(args: argparse.Namespace):
+    from harness.config import compose_train, quote
+
+    recipe = args.recipe or f"{args.method}_tiny"
+    ov = list(args.overrides) + ([f"out={quote(args.out)}"] if args.out else [])
+    return compose_train(recipe, ov)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from harness.config import compose_train, quote
     from harness.methods.adcsr.train import train
     from harness.progress import log
 
     recipe = args.recipe or f"{args.method}_tiny"
-    ov = list(args.overrides) + ([f"out={quote(args.out)}"] if args.out else [])
-    cfg = compose_train(recipe, ov)
+    cfg = config_train(args)
     log(f"training {args.method} stage={cfg.stage} with recipe {recipe} into {cfg.out}")
     result = train(cfg)
     last = result["rows"][-1] if result["rows"] else {}
@@ -302,6 +393,30 @@ def cmd_report(args: argparse.Namespace) -> None:
     print(f"results: {out}")
 
 
+def _columns(rows: list[list[str]], indent: int = 2) -> list[str]:
+    """Rows of cells as aligned columns; the last cell wraps under itself at the terminal."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    left = sum(widths) + indent * len(widths)
+    width = max(40, shutil.get_terminal_size((100, 24)).columns - left)
+    out = []
+    for r in rows:
+        head = "".join(c.ljust(w + indent) for c, w in zip(r, widths))
+        hang = "  " if r[-1].startswith("- ") else ""  # bullets wrap under their text
+        lines = textwrap.wrap(r[-1], width, subsequent_indent=hang) or [""]
+        out += [head + lines[0]] + [" " * left + line for line in lines[1:]]
+    return out
+
+
+def _comment(path) -> str:
+    """The leading comment block of a YAML file, as one paragraph."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    return " ".join(lines)
+
+
 def cmd_merge(args: argparse.Namespace) -> None:
     from harness.merge import merge
 
@@ -314,25 +429,38 @@ def cmd_list(args: argparse.Namespace) -> None:
     if args.what == "methods":
         from harness.methods import METHODS
 
+        rows = [["NAME", "SCALE", "STEPS", "METHOD (paper; deviations from the official code)"]]
         for name in METHODS:
             card = METHODS.get(name).card
-            print(f"{name:12s} x{card.scale}  {card.display_name}: {card.paper}")
+            rows.append([name, f"x{card.scale}", str(card.steps or "-"),
+                         f"{card.display_name}: {card.paper}"])  # fmt: skip
+            rows += [["", "", "", f"- {d}"] for d in card.deviations]
+        print("\n".join(_columns(rows)))
     elif args.what == "datasets":
         from omegaconf import OmegaConf
 
         from harness.config import CONFIG_DIR
 
+        rows = [["NAME", "TYPE", "SCALE", "DESCRIPTION"]]
         for name in group_options("dataset"):
-            first = (CONFIG_DIR / "dataset" / f"{name}.yaml").read_text().splitlines()[0]
-            kind = OmegaConf.load(CONFIG_DIR / "dataset" / f"{name}.yaml").get("type")
-            print(f"{name:12s} {kind:9s} {first.lstrip('# ')}")
+            path = CONFIG_DIR / "dataset" / f"{name}.yaml"
+            node = OmegaConf.load(path)
+            rows.append([name, str(node.get("type", "paired")), f"x{node.get('scale', '?')}",
+                         _comment(path)])  # fmt: skip
+        print("\n".join(_columns(rows)))
+        print("\nOr a folder of your own: --datasets PATH (PATH/LR and PATH/HR, or LR images).")
     else:
         from harness.metrics import METRICS
 
+        rows = [["NAME", "TYPE", "BETTER", "WHAT"]]
         for name in METRICS:
             s = METRICS.get(name)
-            arrow = "lower" if s.lower_better else "higher"
-            print(f"{name:10s} {s.reference}  {arrow} is better  {s.doc}")
+            rows.append([name, s.reference, "lower" if s.lower_better else "higher", s.doc])
+        print("\n".join(_columns(rows)))
+
+
+CONFIGS = {"run": config_run, "eval": config_eval, "profile": config_profile,
+           "train": config_train}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -345,7 +473,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # k=v`); argparse leaves those over, anything else left over is a real error
     stray = [a for a in extra if a.startswith("-") or "=" not in a]
     if stray or (extra and not hasattr(args, "overrides")):
-        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+        prog = f"harness {args.command}"
+        parser.exit(2, f"{prog}: error: unrecognized arguments: {' '.join(stray or extra)} "
+                       f"(see {prog} --help)\n")  # fmt: skip
     if extra:
         args.overrides = list(args.overrides) + extra
     try:
@@ -364,6 +494,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from harness.leaderboard.cli import run as leaderboard
 
             return leaderboard(args)
+        if getattr(args, "dry_run", False) and args.command in CONFIGS:
+            from omegaconf import OmegaConf
+
+            print(OmegaConf.to_yaml(CONFIGS[args.command](args)), end="")
+            return 0
         commands = {"run": cmd_run, "eval": cmd_eval, "profile": cmd_profile, "list": cmd_list,
                     "train": cmd_train, "report": cmd_report, "merge": cmd_merge}  # fmt: skip
         commands[args.command](args)

@@ -10,6 +10,7 @@ Conventions
     ``PIL.Image.convert('RGB')`` does in the papers' evaluation scripts;
   - 16-bit images keep their high byte (``v >> 8``), which is how Pillow decodes 16-bit RGB PNGs;
     it maps an 8-bit image stored as ``v * 257`` back to ``v`` exactly.
+  ``conversions`` names them from the file header, so a run can say what it converted.
 * Writes go to a temporary name in the same folder and are renamed into place, so a file under
   its final name is always complete.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +53,36 @@ def image_size(path: str | Path) -> tuple[int, int]:
             return im.size
     except (OSError, UnidentifiedImageError) as e:
         raise HarnessError(f"{path}: not a readable image ({e})") from None
+
+
+def image_info(path: str | Path) -> tuple[tuple[int, int], tuple[str, ...]]:
+    """((width, height), conversions) from the file header, without decoding the pixels.
+
+    Conversions that ``read_rgb`` applies: ``grayscale`` (replicated to RGB), ``alpha``
+    (dropped), ``16-bit`` (high byte kept), or another colour mode (``CMYK``...) converted to
+    RGB. An 8-bit RGB or palette image without transparency has none.
+    """
+    try:
+        with Image.open(path) as im:
+            return im.size, _conversions(im)
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as e:
+        raise HarnessError(f"{path}: not a readable image ({e})") from None
+
+
+def _conversions(im: Image.Image) -> tuple[str, ...]:
+    mode = im.mode
+    raw = im.tile[0][3] if im.tile else ""
+    raw = raw[0] if isinstance(raw, tuple) and raw else raw
+    kinds = []
+    if mode in ("1", "L", "LA", "La", "F") or mode in _SIXTEEN_BIT_MODES:
+        kinds.append("grayscale")
+    if mode in _SIXTEEN_BIT_MODES or ";16" in str(raw):
+        kinds.append("16-bit")
+    if mode in ("RGBA", "RGBa", "LA", "La", "PA") or (mode == "P" and "transparency" in im.info):
+        kinds.append("alpha")
+    if not kinds and mode not in ("RGB", "P"):
+        kinds.append(mode)
+    return tuple(kinds)
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -116,6 +148,23 @@ def write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+STALE_SECONDS = 60.0  # an atomic write takes far less: an older temporary file is orphaned
+
+
+def sweep_temporary(folder: str | Path, older_than: float = STALE_SECONDS) -> int:
+    """Delete the temporary files (``.<name>.*.tmp``) that a killed atomic write left in
+    ``folder``, if older than ``older_than`` seconds; returns how many were removed."""
+    folder, removed, now = Path(folder), 0, time.time()
+    for p in folder.glob(".*.tmp") if folder.is_dir() else ():
+        try:
+            if now - p.stat().st_mtime > older_than:
+                p.unlink()
+                removed += 1
+        except FileNotFoundError:  # its writer finished, or another process swept it
+            pass
+    return removed
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:

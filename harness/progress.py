@@ -15,7 +15,7 @@ console = Console(stderr=True, highlight=False)
 
 def log(message: str) -> None:
     """One progress/log line, e.g. what was skipped and why."""
-    console.print(message, markup=False)
+    console.print(message, markup=False, soft_wrap=True)  # a path is never broken mid-line
 
 
 @contextmanager

@@ -8,6 +8,7 @@ each scored image, and write the final tables atomically from the journal (see `
 from __future__ import annotations
 
 import hashlib
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,14 +20,20 @@ from omegaconf import DictConfig, OmegaConf
 
 from harness.cache import SRCache
 from harness.datasets import ImageDataset, build_dataset
-from harness.datasets.base import match_by_stem
+from harness.datasets.base import (
+    Conversions,
+    describe_conversions,
+    match_by_stem,
+    note_conversions,
+    require_scale,
+)
 from harness.envinfo import environment, package_versions, resolve_device
 from harness.errors import HarnessError
 from harness.evaluate import Item, score_items
 from harness.hashing import config_hash, sha256_file, sha256_json
 from harness.imageio import (
     from_tensor,
-    image_size,
+    image_info,
     list_images,
     read_rgb,
     to_tensor,
@@ -35,6 +42,7 @@ from harness.imageio import (
 )
 from harness.methods import DTYPES, METHODS, SRMethod
 from harness.metrics import MetricSuite, Score
+from harness.profiler import load_measured
 from harness.progress import log, progress_bar
 from harness.shards import check_part, dataset_entry, is_partial, profiles_here, selected, shard_of
 from harness.store import Row, RunStore, summarise
@@ -108,7 +116,7 @@ def sr_stage(
     if not todo:
         return
     if name not in loaded:
-        method.load(device, dtype)
+        load_measured(method, device, dtype)  # records the memory baseline for the profiler
         loaded.add(name)
     batch_size = max(1, int(method.cfg.get("batch_size", 1)))
     with progress_bar(f"{name} on {ds.name}", total=len(todo)) as advance:
@@ -267,17 +275,19 @@ def run(cfg: DictConfig) -> Path:
     cache_dir = Path(str(cfg.cache_dir)).expanduser()
     chash = config_hash(plain)
     out = Path(str(cfg.out)) if cfg.out else Path("runs") / chash[:12]
-    force, seed = bool(cfg.force), int(cfg.seed)
     check_part(plain)
     stage = str(plain.get("stage", "all"))
     method_names, dataset_names = selected(plain)  # this job's part (all of it by default)
 
-    # Validate everything before any work: names, folders, files, weights' presence.
+    # Validate everything before any work: options, names, folders, files, weights' presence.
+    methods: list[SRMethod] = [METHODS.get(m)(plain["method"][m]) for m in method_names]
+    for m in methods:
+        m.check_config()
     datasets = [
         shard_of(build_dataset(plain["dataset"][d], cache_dir), plain) for d in dataset_names
     ]
-    methods: list[SRMethod] = [METHODS.get(m)(plain["method"][m]) for m in method_names]
     store = RunStore(out)
+    recorded = None
     if stage == "score":  # the SR stage recorded its cache keys; its weights need not be here
         recorded = sr_record(store, chash)
         digests = {m.card.name: recorded["methods"][m.card.name]["weights_digest"] for m in methods}
@@ -287,7 +297,50 @@ def run(cfg: DictConfig) -> Path:
     for name, why in suite.unavailable.items():
         log(f"metric {name} is missing from this run: {why}")
 
+    for ds in datasets:
+        _warn_conversions(ds.name, ds.conversions, len(ds) * (2 if ds.has_hr else 1))
+    for m in methods:
+        for ds in datasets:
+            if m.scale != ds.scale:
+                raise HarnessError(
+                    f"method '{m.card.name}' is x{m.scale} but dataset '{ds.name}' is x{ds.scale}"
+                )
+
     store.claim(OmegaConf.to_yaml(cfg, resolve=True), chash)
+    try:
+        _run(cfg, store, datasets, methods, digests, suite, device, dtype, cache_dir, chash,
+             recorded)  # fmt: skip
+    except HarnessError:
+        store.discard()  # nothing scored yet: leave nothing behind
+        raise
+    return out
+
+
+def _warn_conversions(dataset: str, conversions: Conversions, n_files: int) -> None:
+    if conversions:
+        log(f"warning: {dataset}: {describe_conversions(conversions, n_files)}; grayscale "
+            "is replicated to RGB, alpha dropped, 16-bit keeps the high byte")  # fmt: skip
+
+
+def _run(
+    cfg: DictConfig,
+    store: RunStore,
+    datasets: Sequence[ImageDataset],
+    methods: Sequence[SRMethod],
+    digests: dict[str, str],
+    suite: MetricSuite,
+    device: torch.device,
+    dtype: torch.dtype,
+    cache_dir: Path,
+    chash: str,
+    recorded: dict[str, Any] | None = None,
+) -> None:
+    """The work of ``run`` once everything is validated. ``recorded``: the SR stage's manifest
+    (``stage=score``)."""
+    force, seed = bool(cfg.force), int(cfg.seed)
+    plain: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    stage, out = str(plain.get("stage", "all")), store.path
+    method_names, dataset_names = selected(plain)
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     manifest: dict[str, Any] = {
         "command": "run",
@@ -314,6 +367,7 @@ def run(cfg: DictConfig) -> Path:
             "scale": ds.scale,
             "lr_dir": str(ds.samples[0].lr.parent.resolve()) if len(ds) else None,
             "hr_dir": str(ds.samples[0].hr.parent.resolve()) if ds.has_hr and len(ds) else None,
+            "conversions": ds.conversions,
             "files": ds.manifest(),
         } | dataset_entry(ds)
         metrics = [s.name for s in suite.applicable(ds.has_hr)]
@@ -321,15 +375,14 @@ def run(cfg: DictConfig) -> Path:
         if skipped:
             log(f"{ds.name} has no HR images: skipping full-reference {', '.join(skipped)}")
         for m in methods:
-            if m.scale != ds.scale:
-                raise HarnessError(
-                    f"method '{m.card.name}' is x{m.scale} but dataset '{ds.name}' is x{ds.scale}"
-                )
             if stage == "score":
                 cache = recorded_cache(recorded, cache_dir, m.card.name, ds)
             else:
                 key_inputs = sr_key_inputs(m, digests[m.card.name], device, dtype, seed, ds)
                 cache = SRCache(cache_dir, m.card.name, key_inputs).open()
+                if cache.swept:
+                    log(f"{m.card.name} on {ds.name}: removed {cache.swept} temporary files "
+                        "left by an interrupted run")  # fmt: skip
             entry = manifest["methods"].setdefault(
                 m.card.name,
                 {
@@ -369,7 +422,6 @@ def run(cfg: DictConfig) -> Path:
         _profile(store, methods, cfg, device, dtype)
     extra = {"command": "run", "methods": method_names, "datasets": dataset_names}
     _finish(store, suite, groups, rows, sets, chash, extra, manifest)
-    return out
 
 
 def sr_record(store: RunStore, chash: str) -> dict[str, Any]:
@@ -418,19 +470,18 @@ def _profile(
     p = cfg.profile
     rows = []
     for m in methods:
-        log(
-            f"profiling {m.card.name}: LR {p.lr_size}x{p.lr_size}, {p.warmup} warm-up + "
-            f"{p.runs} timed runs, {'random' if p.random_init else 'loaded'} weights"
-        )
         rows.append(
             profile_method(
                 m,
                 int(p.lr_size),
                 device,
                 dtype,
-                runs=int(p.runs),
+                runs=None if p.runs is None else int(p.runs),
                 warmup=int(p.warmup),
                 random_init=bool(p.random_init),
+                min_runs=int(p.min_runs),
+                max_time=float(p.max_time),
+                unreliable_spread=float(p.unreliable_spread),
             )
         )
     add_ratios(rows, p.reference)
@@ -445,16 +496,21 @@ def profile(cfg: DictConfig) -> Path:
     chash = sha256_json(what)
     out = Path(str(cfg.out)) if cfg.out else Path("runs") / f"profile-{chash[:12]}"
     methods: list[SRMethod] = [METHODS.get(m)(plain["method"][m]) for m in cfg.methods]
-    if cfg.profile.reference and cfg.profile.reference not in cfg.methods:
-        raise HarnessError(f"--reference: '{cfg.profile.reference}' is not among --methods")
     for m in methods:
+        m.check_config()
         m.check_input_size(int(cfg.profile.lr_size), int(cfg.profile.lr_size))
         if not cfg.profile.random_init:
             m.weights_digest()  # fails fast, naming a missing weights file
     store = RunStore(out)
+    fresh = not store.path.is_dir()
     store.path.mkdir(parents=True, exist_ok=True)
-    write_text(store.path / "profile_config.yaml", OmegaConf.to_yaml(OmegaConf.create(what)))
-    _profile(store, methods, cfg, device, dtype)
+    try:
+        write_text(store.path / "profile_config.yaml", OmegaConf.to_yaml(OmegaConf.create(what)))
+        _profile(store, methods, cfg, device, dtype)
+    except HarnessError:
+        if fresh:
+            shutil.rmtree(store.path, ignore_errors=True)
+        raise
     return out
 
 
@@ -472,7 +528,11 @@ def _sr_folders(cfg: DictConfig) -> dict[str, Path]:
 
 
 def _eval_dataset(
-    pairs: list[tuple[Path, Path]], lr_dir: Path | None, hr_dir: Path
+    pairs: list[tuple[Path, Path]],
+    lr_dir: Path | None,
+    hr_dir: Path,
+    scale: int | None,
+    conversions: Conversions,
 ) -> dict[str, Any]:
     """The dataset entry of an eval manifest, shaped like a run's (``ImageDataset.manifest``):
     file stems with the sha256 of LR (null without ``--lr``) and HR, and their hash."""
@@ -485,16 +545,13 @@ def _eval_dataset(
         }
         for _, hr in pairs
     ]
-    scale = None
-    if lrs:
-        (lw, _), (hw, _) = image_size(lrs[pairs[0][1].stem]), image_size(pairs[0][1])
-        scale = hw // lw if lw and hw % lw == 0 else None
     return {
         "manifest_hash": sha256_json({"scale": scale, "files": files}),
         "n_images": len(files),
         "scale": scale,
         "lr_dir": str(lr_dir.resolve()) if lr_dir else None,
         "hr_dir": str(hr_dir.resolve()),
+        "conversions": conversions,
         "files": files,
     }
 
@@ -509,15 +566,42 @@ def evaluate(cfg: DictConfig) -> Path:
     folders = _sr_folders(cfg)
     hr_files = list_images(hr_dir)
     pairs = {m: match_by_stem(list_images(d), hr_files, d, hr_dir) for m, d in folders.items()}
-    lr_dir = Path(str(cfg.lr)) if cfg.lr else None
     first = next(iter(pairs.values()))
+    # Validate every file from its header before anything is written.
+    conversions: Conversions = {}
+    sizes: dict[Path, tuple[int, int]] = {}
+    hr_seen: set[Path] = set()
+    for method, method_pairs in pairs.items():
+        for sr, hr in method_pairs:
+            sizes[sr], sr_kinds = image_info(sr)
+            if hr not in hr_seen:
+                hr_seen.add(hr)
+                sizes[hr], hr_kinds = image_info(hr)
+                note_conversions(conversions, hr_kinds, f"HR/{hr.name}")
+            if sizes[sr] != sizes[hr]:
+                raise HarnessError(
+                    f"{sr}: size {sizes[sr][0]}x{sizes[sr][1]} differs from HR {hr} "
+                    f"({sizes[hr][0]}x{sizes[hr][1]})"
+                )
+            label = f"SR/{sr.name}" if len(pairs) == 1 else f"SR/{method}/{sr.name}"
+            note_conversions(conversions, sr_kinds, label)
+    scale = None
+    lr_dir = Path(str(cfg.lr)) if cfg.lr else None
     if lr_dir:
-        match_by_stem(list_images(lr_dir), [sr for sr, _ in first], lr_dir, first[0][0].parent)
+        first_dir = folders[next(iter(pairs))]
+        lr_pairs = match_by_stem(list_images(lr_dir), [sr for sr, _ in first], lr_dir, first_dir)
+        for lr, sr in lr_pairs:
+            lr_size, lr_kinds = image_info(lr)
+            scale = scale or cfg.scale or _infer_scale(lr, lr_size, sr, sizes[sr])
+            require_scale(lr, lr_size, sr, sizes[sr], int(scale))
+            note_conversions(conversions, lr_kinds, f"LR/{lr.name}")
     hr_name = hr_dir.resolve().name
     dataset = str(
         cfg.dataset_name
         or (hr_dir.resolve().parent.name if hr_name.lower() in ("hr", "gt") else hr_name)
     )
+    n_files = len(pairs) * (3 if cfg.lr else 2)
+    _warn_conversions(dataset, conversions, n_files)
     chash = config_hash(plain)
     out = Path(str(cfg.out)) if cfg.out else Path("runs") / f"eval-{chash[:12]}"
     suite = MetricSuite(list(cfg.metrics), device, bool(cfg.metrics_autocast), bool(cfg.strict))
@@ -532,46 +616,37 @@ def evaluate(cfg: DictConfig) -> Path:
         "environment": environment(device),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "finished": None,
-        "datasets": {dataset: _eval_dataset(first, lr_dir, hr_dir)},
+        "datasets": {dataset: _eval_dataset(first, lr_dir, hr_dir, scale, conversions)},
         "methods": {},
     }
-    groups = []
-    for method, method_pairs in pairs.items():
-        items = [Item(sr.stem, sr, hr) for sr, hr in method_pairs]
-        # The SR files' content is the key: a changed output is scored again on resume.
-        sr_key = sha256_json([[sr.name, sha256_file(sr)] for sr, _ in method_pairs])
-        sr_dir = folders[method]
-        groups.append(Group(method, dataset, items, sr_key, suite.names, sr_dir, hr_dir))
-        manifest["methods"][method] = {"sr_dir": {dataset: str(sr_dir.resolve())}, "sr_key": sr_key}
-    store.write_manifest(manifest)
-    rows, sets = _score_groups(
-        store, suite, groups, bool(cfg.force), int(cfg.metric_batch_size), int(cfg.metric_workers)
-    )
-    extra = {"command": "eval", "methods": list(pairs), "datasets": [dataset]}
-    _finish(store, suite, groups, rows, sets, chash, extra, manifest)
+    try:
+        groups = []
+        for method, method_pairs in pairs.items():
+            items = [Item(sr.stem, sr, hr) for sr, hr in method_pairs]
+            # The SR files' content is the key: a changed output is scored again on resume.
+            sr_key = sha256_json([[sr.name, sha256_file(sr)] for sr, _ in method_pairs])
+            sr_dir = folders[method]
+            groups.append(Group(method, dataset, items, sr_key, suite.names, sr_dir, hr_dir))
+            manifest["methods"][method] = {
+                "sr_dir": {dataset: str(sr_dir.resolve())},
+                "sr_key": sr_key,
+            }
+        store.write_manifest(manifest)
+        force, batch, workers = bool(cfg.force), int(cfg.metric_batch_size), int(cfg.metric_workers)
+        rows, sets = _score_groups(store, suite, groups, force, batch, workers)
+        extra = {"command": "eval", "methods": list(pairs), "datasets": [dataset]}
+        _finish(store, suite, groups, rows, sets, chash, extra, manifest)
+    except HarnessError:
+        store.discard()  # nothing scored yet: leave nothing behind
+        raise
     return out
 
 
-def _eval_dataset_entry(pairs: list[tuple[Path, Path]], lr_files: dict[str, Path]) -> dict:
-    """The scored dataset's manifest entry, as ``run`` records it. With ``--lr`` the hash equals
-    a named dataset's over the same LR/HR files; without, LR hashes and scale are null."""
-    from harness.imageio import image_size
-
-    files = [
-        {
-            "name": hr.stem,
-            "lr_sha256": sha256_file(lr_files[sr.stem]) if lr_files else None,
-            "hr_sha256": sha256_file(hr),
-        }
-        for sr, hr in pairs
-    ]
-    scale = None
-    if lr_files:
-        hr0, lr0 = pairs[0][1], lr_files[pairs[0][0].stem]
-        scale = image_size(hr0)[0] // image_size(lr0)[0]
-    return {
-        "manifest_hash": sha256_json({"scale": scale, "files": files}),
-        "n_images": len(files),
-        "scale": scale,
-        "files": files,
-    }
+def _infer_scale(lr: Path, lr_size: tuple[int, int], sr: Path, sr_size: tuple[int, int]) -> int:
+    """The SR/LR size ratio of the first pair: one integer for both sides."""
+    (lw, lh), (sw, sh) = lr_size, sr_size
+    if sw % lw or sh % lh or sw // lw != sh // lh:
+        raise HarnessError(
+            f"{sr}: size {sw}x{sh} is not an integer multiple of the LR {lr.name} ({lw}x{lh})"
+        )
+    return sw // lw

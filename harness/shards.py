@@ -39,7 +39,8 @@ class Shard(ImageDataset):
 
     def __init__(self, whole: ImageDataset, index: int, count: int) -> None:
         keep = set(shard_names([s.name for s in whole], index, count))
-        super().__init__(whole.name, [s for s in whole if s.name in keep], whole.scale)
+        samples = [s for s in whole if s.name in keep]
+        super().__init__(whole.name, samples, whole.scale, whole.conversions)
         self.whole = whole
         self.index, self.count = index, count
 

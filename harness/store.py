@@ -22,6 +22,7 @@ import io
 import json
 import math
 import os
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Any
 
 from harness import __version__
 from harness.errors import HarnessError
-from harness.imageio import write_text
+from harness.imageio import sweep_temporary, write_text
 from harness.locking import file_lock, lock_fd
 
 SUMMARY_SCHEMA = "harness.summary/1"
@@ -38,8 +39,9 @@ EFFICIENCY_COLUMNS = (
     "method", "steps", "lr_size", "sr_size", "weights", "params", "params_components",
     "macs_fvcore", "macs_attention", "macs_fvcore_plus_attention", "macs_flopcounter",
     "macs_ptflops", "ptflops_backend", "latency_median_s", "latency_p10_s", "latency_p90_s",
-    "latency_iqr_s", "latency_runs", "warmup_runs", "timer", "wall_minus_event_s",
-    "peak_memory_bytes", "baseline_memory_bytes", "memory_kind", "reference",
+    "latency_iqr_s", "latency_runs", "latency_spread", "latency_unreliable", "warmup_runs",
+    "timer", "wall_minus_event_s", "peak_memory_bytes", "added_memory_bytes",
+    "added_memory_kind", "baseline_memory_bytes", "memory_kind", "reference",
     "latency_median_s_ratio", "macs_fvcore_ratio", "params_ratio", "device", "dtype", "torch",
     "notes",
 )  # fmt: skip
@@ -69,11 +71,15 @@ class RunStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.fresh = False  # created (or found empty) by this process's ``claim``
 
     # -- config ------------------------------------------------------------------------------
     def claim(self, config_yaml: str, config_hash: str) -> None:
-        """Create or resume the run directory for this config; refuse another run's directory."""
+        """Create or resume the run directory for this config; refuse another run's directory.
+        Orphaned temporary files of a killed run are removed."""
+        self.fresh = not self.path.is_dir() or not any(self.path.iterdir())
         self.path.mkdir(parents=True, exist_ok=True)
+        sweep_temporary(self.path)
         existing = self._read_json_or_none("manifest.json")
         if existing and existing.get("config_hash") not in (None, config_hash):
             raise HarnessError(
@@ -84,6 +90,12 @@ class RunStore:
 
     def read_manifest(self) -> dict[str, Any] | None:
         return self._read_json_or_none("manifest.json")
+
+    def discard(self) -> None:
+        """Remove a directory this process created when its run failed before scoring anything
+        (a failed validation leaves nothing behind); a directory with results is kept."""
+        if self.fresh and not self.journal.exists():
+            shutil.rmtree(self.path, ignore_errors=True)
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         data = {"schema": MANIFEST_SCHEMA, "harness_version": __version__} | manifest
@@ -246,6 +258,8 @@ def summarise(
                     "mean": None,
                     "std": None,
                     "reason": f"{missing} of {n_images} images missing: {why}",
+                    # the same cause across cells (a missing weight file) is one report footnote
+                    "cause": why if not good else f"{missing} of {n_images} images: {why}",
                 }
             stats[name] = entry
         out.append({"method": method, "dataset": dataset, "n_images": n_images, "metrics": stats})

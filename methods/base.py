@@ -84,6 +84,9 @@ class SRMethod(ABC):
 
     card: ClassVar[MethodCard]
     version: ClassVar[str] = "1"
+    # True when the output depends on the run seed (sampling noise): only then is the seed part
+    # of the SR cache key, so a deterministic method is not recomputed for another seed.
+    stochastic: ClassVar[bool] = False
 
     def __init__(self, cfg: Mapping[str, Any] | None = None) -> None:
         self.cfg: dict[str, Any] = dict(cfg or {})
@@ -122,6 +125,11 @@ class SRMethod(ABC):
             from harness.errors import HarnessError
 
             raise HarnessError(f"{self.card.name}: LR size {width}x{height} is not positive")
+
+    def check_config(self) -> None:
+        """Raise ``HarnessError`` for an option value this method cannot take (choices that a
+        type check cannot see); called before any work starts. Default: nothing to check."""
+        return None
 
     def weights_digest(self) -> str:
         """A digest of the weights in use (part of the SR cache key); '' for no weights."""

@@ -84,10 +84,21 @@ def _g(v: float) -> str:
     return "n/a" if pd.isna(v) else f"{v / 1e9:.1f}"
 
 
+def _unreliable(r: pd.Series) -> bool:
+    v = r.get("latency_unreliable")  # a bool, or its CSV text
+    return v is True or (isinstance(v, str) and v.strip().lower() == "true") or v == 1
+
+
 def _latency(r: pd.Series) -> str:
     if pd.isna(r.get("latency_median_s")):
         return "n/a"
-    return f"{r['latency_median_s']:.4f} [{r['latency_p10_s']:.4f}-{r['latency_p90_s']:.4f}]"
+    text = f"{r['latency_median_s']:.4f} [{r['latency_p10_s']:.4f}-{r['latency_p90_s']:.4f}]"
+    return text + (" †" if _unreliable(r) else "")
+
+
+def _added(r: pd.Series) -> str:
+    v = r.get("added_memory_bytes")
+    return "n/a" if v is None or pd.isna(v) else f"{v / 2**20:.0f}"
 
 
 def _memory(r: pd.Series) -> str:
@@ -111,8 +122,10 @@ EFFICIENCY_COLUMNS = [
     ("Latency median (s) [p10-p90]", None, _latency),
     (None, "Latency (s)",
      lambda r: "n/a" if pd.isna(r.get("latency_median_s")) else f"{r['latency_median_s']:.4f}"),
+    ("Runs", None,
+     lambda r: "n/a" if pd.isna(r.get("latency_runs")) else f"{int(r['latency_runs'])}"),
+    ("Memory added (MB)", "Memory (MB)", _added),
     ("Peak memory (MB)", None, _memory),
-    (None, "Memory (MB)", lambda r: _memory(r).split(" ")[0]),
     ("Latency ratio (same run)", None, _ratio),
 ]  # fmt: skip
 
@@ -137,11 +150,26 @@ def efficiency_frame(
     title = f"Efficiency ({where}{size})"
     notes = [
         "MACs: one multiply-add = 1. fvcore (the papers' convention) skips attention; "
-        "'+attention' adds the Q.K^T and A.V matmuls of every attention call."
+        "'+attention' adds the Q.K^T and A.V matmuls of every attention call.",
+        "Memory added: what the method adds to the process (its load, plus the peak of the "
+        "timed runs above the memory in use before them)."
+        + (
+            ""
+            if compact
+            else " Peak memory: the absolute peak during the timed runs (whole "
+            "process on a CPU), which depends on what ran before."
+        ),
     ]
     if compact:
-        kinds = ", ".join(sorted(eff["memory_kind"].dropna().astype(str).unique()))
-        notes.append(f"Latency: median of the timed runs; memory: peak ({kinds}).")
+        notes.append("Latency: median of the timed runs.")
+    flagged = [r for _, r in eff.iterrows() if _unreliable(r)]
+    if flagged:
+        spread = max(float(r.get("latency_spread") or 0) for r in flagged)
+        notes.append(
+            "† latency unreliable: the runs' IQR/median is above profile.unreliable_spread "
+            f"(largest here {spread:.2f}); a busy machine? Rerun with a larger --max-time or "
+            "--runs."
+        )
     if len(devices) > 1:
         notes.append(
             "Rows were measured on different devices or precisions: their latency and memory "

@@ -31,7 +31,7 @@ def escape(text: str) -> str:
 
 def _cell(c: pd.Series, notes: fmt.Footnotes, ci: bool) -> str:
     if pd.isna(c["mean"]):
-        n = notes.ref(f"{c.label} on {c.dataset}, {c.metric}: {c.reason}")
+        n = notes.ref(c.cause)
         return f"n/a$^{{{n}}}$"
     text = fmt.number(c["mean"], c["decimals"])
     if c["mark"] in _WRAP:

@@ -22,7 +22,8 @@ _EFFICIENCY_NUMBERS = {
     "steps", "lr_size", "sr_size", "params", "macs_fvcore", "macs_attention",
     "macs_fvcore_plus_attention", "macs_flopcounter", "macs_ptflops", "latency_median_s",
     "latency_p10_s", "latency_p90_s", "latency_iqr_s", "latency_runs", "warmup_runs",
-    "wall_minus_event_s", "peak_memory_bytes", "baseline_memory_bytes",
+    "wall_minus_event_s", "peak_memory_bytes", "baseline_memory_bytes", "added_memory_bytes",
+    "latency_spread",
     "latency_median_s_ratio", "macs_fvcore_ratio", "params_ratio",
 }  # fmt: skip
 

@@ -3,7 +3,8 @@
 One table per dataset: a row per method, a column per metric with an arrow for the better
 direction (↑ higher is better, ↓ lower); the best value in bold, the second underlined
 (``<u>``), † after a best whose lead is not significant. A mean that could not be computed
-shows as ``n/a`` with a numbered footnote giving the reason; a cell computed under another
+shows as ``n/a`` with a numbered footnote giving the reason (cells with the same cause, e.g.
+one missing weight file, share one footnote); a cell computed under another
 protocol (``--allow-drift``) carries a footnote naming the difference. Figures are embedded
 below the tables.
 """
@@ -18,7 +19,7 @@ from harness.reports.tables import DatasetTable, Report
 
 def _cell(c: pd.Series, notes: fmt.Footnotes, ci: bool) -> str:
     if pd.isna(c["mean"]):
-        return f"n/a[{notes.ref(f'{c.label} on {c.dataset}, {c.metric}: {c.reason}')}]"
+        return f"n/a[{notes.ref(c.cause)}]"
     text = fmt.number(c["mean"], c["decimals"])
     if c["mark"] == "best":
         text = f"**{text}**"

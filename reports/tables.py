@@ -26,7 +26,7 @@ COLUMNS = [
     "dataset", "method", "run", "label", "metric", "lower_better", "decimals", "per", "n",
     "missing", "mean", "std", "ci_low", "ci_high", "ci_method", "ranked", "rank", "mark",
     "vs_best", "vs_best_mean_diff", "vs_best_p", "vs_best_significant", "lead_significant",
-    "test", "reason", "drift",
+    "test", "reason", "cause", "drift",
 ]  # fmt: skip
 
 
@@ -115,13 +115,15 @@ def _cells(
                 "metric": name, "lower_better": bool(spec["lower_better"]),
                 "decimals": int(spec.get("decimals", 4)), "per": spec.get("per", "image"),
                 "n": 0, "missing": result["n_images"], "mean": np.nan, "std": np.nan,
-                "ci_low": np.nan, "ci_high": np.nan, "ci_method": "", "reason": "",
+                "ci_low": np.nan, "ci_high": np.nan, "ci_method": "", "reason": "", "cause": "",
             }  # fmt: skip
             if entry is None:
-                rec["reason"] = f"not computed in {run.path}"
+                rec["reason"] = rec["cause"] = f"not computed in {run.path}"
             elif entry.get("mean") is None:
                 rec |= {"n": entry.get("n", 0), "missing": entry.get("missing", 0)}
                 rec["reason"] = entry.get("reason") or "not computed"
+                # one footnote per cause (a missing weight file), not per cell
+                rec["cause"] = entry.get("cause") or rec["reason"]
             else:
                 rec |= {"n": entry["n"], "missing": entry["missing"], "mean": entry["mean"]}
                 rec["std"] = np.nan if entry.get("std") is None else entry["std"]

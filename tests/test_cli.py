@@ -50,14 +50,15 @@ def test_default_run_prints_table_and_writes_store(cache_dir, tmp_path, cli, cap
 
 def test_rerun_reuses_cache_and_force_recomputes(cache_dir, tmp_path, cli, capsys):
     out = tmp_path / "run"
-    assert cli("run", "--methods", "bicubic", "--out", out) == 0
+    quick = "profile.enabled=false"  # efficiency has its own tests
+    assert cli("run", "--methods", "bicubic", "--out", out, quick) == 0
     capsys.readouterr()
-    assert cli("run", "--methods", "bicubic", "--out", out) == 0
+    assert cli("run", "--methods", "bicubic", "--out", out, quick) == 0
     err = capsys.readouterr().err
     assert "6 SR images reused from cache, 0 to compute" in err
     assert "6 images already scored" in err
     first = (out / "per_image.csv").read_text()
-    assert cli("run", "--methods", "bicubic", "--out", out, "--force") == 0
+    assert cli("run", "--methods", "bicubic", "--out", out, "--force", quick) == 0
     assert "0 SR images reused from cache, 6 to compute" in capsys.readouterr().err
     assert (out / "per_image.csv").read_text() == first
 
@@ -70,6 +71,54 @@ def test_list_commands(cli, capsys):
     assert all(n in text for n in ("embedded", "drealsr", "realsr", "div2k_val", "realset65"))
     assert cli("list", "metrics") == 0
     assert "ssim" in capsys.readouterr().out
+
+
+def _unwrapped(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_list_methods_shows_deviations_in_aligned_columns(cli, capsys):
+    """Mutations caught: deviations not listed; a fixed-width name column that a long name
+    pushes out of line; a dataset description cut at the first comment line."""
+    from harness.methods import METHODS
+
+    assert cli("list", "methods") == 0
+    text = capsys.readouterr().out
+    for d in METHODS.get("adcsr").card.deviations:
+        assert _unwrapped(d) in _unwrapped(text)
+    lines = text.splitlines()
+    col = lines[0].index("METHOD")
+    assert all(line[col - 2 : col] == "  " for line in lines)
+    starts = {line.index(":") - len(METHODS.get(line.split()[0]).card.display_name)
+              for line in lines[1:] if line and not line.startswith(" ")}  # fmt: skip
+    assert starts == {col}
+    assert cli("list", "datasets") == 0
+    text = capsys.readouterr().out
+    assert "(datasets/embedded.py). Made offline, identical everywhere." in _unwrapped(text)
+    assert cli("list", "metrics") == 0
+    lines = capsys.readouterr().out.splitlines()
+    col = lines[0].index("TYPE")
+    assert {line[col : col + 2] for line in lines[1:] if not line.startswith(" ")} == {"FR", "NR"}
+
+
+def test_top_level_help_is_for_users(capsys):
+    from harness.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "super-resolution" in text and "harness run --datasets PATH" in text
+    assert "argparse" not in text and "Hydra" not in text
+
+
+def test_eval_failing_after_validation_leaves_nothing(pairs, cli, capsys):
+    """A PNG whose header is fine but whose data is cut passes the header checks and fails
+    while scoring: the run directory it created is removed (mutation caught: no discard)."""
+    data = (pairs / "sr" / "a.png").read_bytes()
+    (pairs / "sr" / "a.png").write_bytes(data[: len(data) // 2])
+    assert _eval(cli, pairs) == 2
+    assert "a.png: cannot decode image" in _error_line(capsys)
+    assert not (pairs / "out").exists()
 
 
 def test_run_help_explains_overrides(capsys):
@@ -94,8 +143,8 @@ def _error_line(capsys) -> str:
         (["run", "--datasets", "nope"], "unknown dataset 'nope'"),
         (["run", "--metrics", "nope"], "unknown metric 'nope'"),
         (["run", "not_an_override"], "overrides look like key=value"),
-        (["run", "seed=[unclosed"], "config:"),
-        (["run", "--dtype", "fp16", "--device", "cpu", "dtype=fp8"], "--dtype: 'fp8'"),
+        (["run", "seed=[unclosed"], "override seed=[unclosed:"),
+        (["run", "--dtype", "fp16", "--device", "cpu", "dtype=fp8"], "dtype='fp8' (--dtype)"),
     ],
 )
 def test_bad_names_give_one_line_errors(cache_dir, tmp_path, cli, capsys, args, message):
@@ -157,14 +206,14 @@ def test_eval_size_mismatch(pairs, cli, capsys):
     write_png(pairs / "sr" / "b.png", np.zeros((32, 24, 3), np.uint8))
     assert _eval(cli, pairs) == 2
     assert "b.png: size 24x32 differs from HR" in _error_line(capsys)
-    assert not (pairs / "out" / "per_image.csv").exists()
+    assert not (pairs / "out").exists()  # no config.yaml or manifest.json either
 
 
 def test_eval_corrupt_png(pairs, cli, capsys):
     (pairs / "sr" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     assert _eval(cli, pairs) == 2
-    assert "a.png: cannot decode image" in _error_line(capsys)
-    assert not (pairs / "out" / "per_image.csv").exists()
+    assert "a.png: not a readable image" in _error_line(capsys)
+    assert not (pairs / "out").exists()  # nothing left behind
 
 
 def test_eval_converts_gray_rgba_and_16bit(pairs, cli, capsys):
@@ -211,9 +260,9 @@ def test_run_on_custom_folder_via_override(cache_dir, tmp_path, cli, capsys):
 
 def test_out_dir_of_another_config_is_refused(cache_dir, tmp_path, cli, capsys):
     out = tmp_path / "o"
-    assert cli("run", "--methods", "bicubic", "--out", out) == 0
+    assert cli("run", "--methods", "bicubic", "--out", out, "profile.enabled=false") == 0
     capsys.readouterr()
-    assert cli("run", "--methods", "lanczos", "--out", out) == 2
+    assert cli("run", "--methods", "lanczos", "--out", out, "profile.enabled=false") == 2
     assert "holds a run of another config" in _error_line(capsys)
 
 

@@ -50,7 +50,7 @@ def test_quantiles_and_iqr():
 
 def test_profile_cli_writes_efficiency_table(tmp_path, cli, capsys):
     out = tmp_path / "p"
-    rc = cli("profile", "--methods", "bicubic,adcsr", "--random-init", "--lr-size", "32",
+    rc = cli("profile", "--methods", "bicubic,adcsr", "--random-init", "--lr-size", "16",
              "--runs", "2", "--warmup", "1", "--reference", "adcsr", "--out", out,
              "method.arch=tiny")  # fmt: skip
     assert rc == 0
@@ -75,7 +75,7 @@ def test_profile_cli_writes_efficiency_table(tmp_path, cli, capsys):
     ("args", "message"),
     [
         (["--methods", "nope"], "unknown method 'nope'"),
-        (["--methods", "bicubic", "--lr-size", "0"], "LR size 0x0 is not positive"),
+        (["--methods", "bicubic", "--lr-size", "0"], "profile.lr_size=0 (--lr-size): must be >= 1"),
         (["--methods", "bicubic", "--reference", "lanczos"], "'lanczos' is not among --methods"),
     ],
 )
@@ -137,3 +137,110 @@ def test_ptflops_counts_a_network_with_two_inputs():
     total, _ = fvcore_macs(Two(), inputs)
     assert total == 8 * 8 * 4 * (3 + 2)
     assert ptflops_macs(Two(), inputs) >= total  # ptflops also counts biases and the add
+
+
+class _Clock:
+    """A fake perf_counter: each call of the measured function advances it by a set duration,
+    so the run count chosen from the time budget is deterministic."""
+
+    def __init__(self, durations):
+        self.now, self.durations, self.calls = 0.0, list(durations), 0
+
+    def perf_counter(self):
+        return self.now
+
+    def call(self):
+        self.now += self.durations[min(self.calls, len(self.durations) - 1)]
+        self.calls += 1
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    import harness.profiler.timing as timing
+
+    def make(durations):
+        c = _Clock(durations)
+        monkeypatch.setattr(timing.time, "perf_counter", c.perf_counter)
+        return c
+
+    return make
+
+
+def test_run_count_is_chosen_from_the_time_budget(clock):
+    """Mutation caught: a fixed count (the old default of 10 whatever a call costs)."""
+    cold = clock([4.0, 0.125])  # a cold first call does not size the count
+    t = measure(cold.call, torch.device("cpu"), runs=None, warmup=1, min_runs=3, max_time=1.25)
+    assert len(t.runs) == 10 and cold.calls == 11
+    slow = clock([5.0])
+    t = measure(slow.call, torch.device("cpu"), runs=None, warmup=1, min_runs=3, max_time=0.1)
+    assert len(t.runs) == 3  # at least min_runs, however slow
+    none = clock([0.125])
+    t = measure(none.call, torch.device("cpu"), runs=None, warmup=0, min_runs=2, max_time=0.625)
+    assert len(t.runs) == 5
+    fixed = clock([0.01])
+    assert len(measure(fixed.call, torch.device("cpu"), runs=4, warmup=0).runs) == 4
+
+
+def test_measure_reports_progress_per_phase(clock):
+    c = clock([0.25])  # exact in binary: 0.75 s of budget is 3 runs
+    ticks = []
+    measure(c.call, torch.device("cpu"), runs=None, warmup=2, min_runs=1, max_time=0.75,
+            on_progress=lambda *a: ticks.append(a))  # fmt: skip
+    assert ticks == [("warm-up", 1, 2), ("warm-up", 2, 2), ("timed", 1, 3), ("timed", 2, 3),
+                     ("timed", 3, 3)]  # fmt: skip
+
+
+def _efficiency_text(tmp_path, row) -> str:
+    """The report of a profile directory holding ``row`` (through efficiency.csv)."""
+    from harness.reports import Request, make_report
+    from harness.store import RunStore
+
+    store = RunStore(tmp_path)
+    store.write_efficiency([row | {"device": "cpu", "dtype": "fp32"}], {"device": {"type": "cpu"}})
+    return make_report(Request([tmp_path]))[0]
+
+
+def test_unreliable_latency_is_flagged_in_the_table(clock, tmp_path):
+    """IQR/median above profile.unreliable_spread marks the latency with a dagger."""
+    from harness.methods.classical import Bicubic
+    from harness.profiler import profile_method
+
+    class Jittery(Bicubic):
+        def upscale(self, lr):
+            c.call()
+            return super().upscale(lr)
+
+    c = clock([0.01, 0.02, 0.03, 0.04, 0.05])
+    row = profile_method(Jittery(), 8, torch.device("cpu"), torch.float32, runs=5, warmup=0,
+                         unreliable_spread=0.2)  # fmt: skip
+    assert row["latency_spread"] > 0.2 and row["latency_unreliable"] is True
+    text = _efficiency_text(tmp_path / "a", row)
+    assert "] † |" in text and "† latency unreliable" in text
+    c = clock([0.01])
+    row = profile_method(Jittery(), 8, torch.device("cpu"), torch.float32, runs=5, warmup=0)
+    assert row["latency_unreliable"] is False
+    assert "†" not in _efficiency_text(tmp_path / "b", row)
+    assert c.calls == 5
+
+
+def test_added_memory_excludes_what_ran_before(clock):
+    """'Memory added' is the method's load plus its runs' peak, not the process RSS: memory
+    taken by unrelated work between loading and profiling is not counted (mutation caught:
+    reporting the absolute peak, or peak minus the RSS before the runs only)."""
+    from harness.methods.classical import Bicubic
+    from harness.profiler import load_measured, profile_method
+
+    mib = 2**20
+
+    class Heavy(Bicubic):
+        def load(self, device, dtype, random_init=False):
+            super().load(device, dtype, random_init)
+            self.weights = torch.ones(96 * mib // 4)  # 96 MiB, touched
+
+    m = Heavy()
+    load_measured(m, torch.device("cpu"), torch.float32)
+    unrelated = torch.ones(192 * mib // 4)  # e.g. metric networks loaded afterwards
+    row = profile_method(m, 8, torch.device("cpu"), torch.float32, runs=2, warmup=0)
+    assert 90 * mib < row["added_memory_bytes"] < 110 * mib
+    assert row["peak_memory_bytes"] > row["added_memory_bytes"] + unrelated.nbytes
+    del unrelated

@@ -64,4 +64,27 @@ def test_report_arrows_bold_best_and_footnotes(tmp_path):
     assert _md_row(text, "b") == "| b | **25.00**† | **0.2000**† |"
     assert _md_row(text, "a") == "| a | 20.00 | 0.3000 |"
     assert _md_row(text, "c") == "| c | <u>22.00</u> | n/a[1] |"
-    assert "[1] c on ds, lpips: 1 of 1 images missing: no weights" in text
+    assert "[1] no weights" in text
+
+
+def test_one_footnote_per_cause_not_per_cell(tmp_path):
+    """suite=paper with a missing weight file: every method x dataset cell of that metric points
+    at one footnote (mutation caught: numbering a note per cell)."""
+    why = "missing LPIPS_v0.1_alex-df73285e.pth; get it with `harness weights fetch lpips`"
+    rows = []
+    for ds in ("d1", "d2"):
+        for m in ("a", "b"):
+            rows.append(Row(m, ds, "x", "k", {"psnr": 20.0, "lpips": None}, {"lpips": why}))
+    rows.append(Row("c", "d1", "x", "k", {"psnr": 20.0, "lpips": None}, {"lpips": "boom"}))
+    rows.append(Row("c", "d1", "y", "k", {"psnr": 20.0, "lpips": 0.1}, {}))
+    groups = [("a", "d1", 1), ("b", "d1", 1), ("c", "d1", 2), ("a", "d2", 1), ("b", "d2", 1)]
+    applicable = {"d1": ["psnr", "lpips"], "d2": ["psnr", "lpips"]}
+    store = RunStore(tmp_path)
+    store.write_per_image(rows, ["psnr", "lpips"])
+    specs = [s | {"per": "image", "options": {}, "pyiqa_id": s["name"]} for s in SPECS]
+    results = summarise(rows, groups, specs, applicable)
+    store.write_summary({"metrics": specs, "pyiqa_version": "0.1.16", "results": results})
+    text, _ = make_report(Request([tmp_path]))
+    assert text.count("n/a[1]") == 4 and text.count("n/a[2]") == 1
+    notes = [line for line in text.splitlines() if line.startswith("[")]
+    assert notes == [f"[1] {why}", "[2] 1 of 2 images: boom"]

@@ -3,11 +3,23 @@
 ``profile_method`` measures one method at one LR size; ``add_ratios`` expresses every row
 relative to a reference method measured in the same process. The result rows are the columns
 of ``efficiency.csv`` (documented in ARCHITECTURE.md).
+
+Memory: ``peak_memory_bytes`` is the absolute peak during the timed runs (the whole process's
+RSS on a CPU, all CUDA allocations on a GPU), which depends on whatever ran before.
+``added_memory_bytes`` is what the method adds: the memory in use that its load added
+(measured around ``load_measured``) plus the peak of the timed runs above the memory in use
+just before them -- the peak minus the baseline before the method was loaded, without counting
+work that happened in between (``added_memory_kind``: ``cuda_allocated``, ``cpu_malloc`` or,
+without glibc's ``mallinfo2``, ``cpu_rss``).
+
+A latency whose IQR/median exceeds ``unreliable_spread`` is flagged ``latency_unreliable``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+import weakref
 from typing import Any
 
 import torch
@@ -21,7 +33,7 @@ from harness.profiler.count import (
     fvcore_macs,
     ptflops_macs,
 )
-from harness.profiler.timing import measure
+from harness.profiler.timing import measure, memory_in_use
 
 COUNTERS = ("fvcore", "flopcounter", "ptflops")
 PTFLOPS_BACKEND = "pytorch"
@@ -52,20 +64,46 @@ def environment(device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
     return env
 
 
+UNRELIABLE_SPREAD = 0.2  # default IQR/median above which a latency is flagged unreliable
+
+# method -> (memory in use before its load, memory its load added), for ``added_memory_bytes``
+_LOADS: weakref.WeakKeyDictionary[SRMethod, tuple[int, int]] = weakref.WeakKeyDictionary()
+
+
+def load_measured(
+    method: SRMethod, device: torch.device, dtype: torch.dtype, random_init: bool = False
+) -> None:
+    """``method.load`` with the memory before and after recorded (the SR stage loads through
+    this too, so the profiler knows the baseline however much ran in between)."""
+    before = memory_in_use(device)
+    method.load(device, dtype, random_init=random_init)
+    _LOADS[method] = (before, max(0, memory_in_use(device) - before))
+
+
 def profile_method(
     method: SRMethod,
     lr_size: int,
     device: torch.device,
     dtype: torch.dtype,
-    runs: int = 10,
-    warmup: int = 3,
+    runs: int | None = None,
+    warmup: int = 1,
     random_init: bool = False,
     counters: tuple[str, ...] = COUNTERS,
+    min_runs: int = 3,
+    max_time: float = 1.0,
+    unreliable_spread: float = UNRELIABLE_SPREAD,
 ) -> dict[str, Any]:
-    """One efficiency row. MAC columns are None (with ``notes``) when there is no network."""
+    """One efficiency row. MAC columns are None (with ``notes``) when there is no network.
+
+    ``runs=None`` chooses the number of timed runs from ``max_time`` (at least ``min_runs``).
+    """
+    from harness.progress import log
+
+    name = method.card.name
     method.check_input_size(lr_size, lr_size)
-    if getattr(method, "loaded_as", None) != (device, dtype, random_init):
-        method.load(device, dtype, random_init=random_init)  # not loaded already by the SR stage
+    if getattr(method, "loaded_as", None) != (device, dtype, random_init) or method not in _LOADS:
+        log(f"profiling {name}: loading ({'random' if random_init else 'loaded'} weights)")
+        load_measured(method, device, dtype, random_init)  # not loaded already by the SR stage
     lr = torch.rand(1, 3, lr_size, lr_size, generator=torch.Generator().manual_seed(0))
     lr = lr.to(device)
     row: dict[str, Any] = {
@@ -82,6 +120,7 @@ def profile_method(
         row["params"] = count_params(model)
         row["params_components"] = component_params(method.components(model))
         inputs = method.network_inputs(lr)
+        log(f"profiling {name}: counting MACs ({', '.join(c for c in COUNTERS if c in counters)})")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             if "fvcore" in counters:
@@ -99,15 +138,41 @@ def profile_method(
         with torch.inference_mode():
             method.upscale(lr)
 
-    t = measure(call, device, runs=runs, warmup=warmup)
+    how = f"{runs} timed runs" if runs else f"timed runs for {max_time:g} s (at least {min_runs})"
+    log(f"profiling {name}: LR {lr_size}x{lr_size}, {warmup} warm-up + {how}")
+    with _PhaseBars(name) as bars:
+        t = measure(call, device, runs=runs, warmup=warmup, min_runs=min_runs,
+                    max_time=max_time, on_progress=bars)  # fmt: skip
+    load_added = _LOADS.get(method, (0, 0))[1]
+    added = load_added + max(0, t.in_use_peak_bytes - t.in_use_before_bytes)
     row |= {
         "latency_median_s": t.median, "latency_p10_s": t.quantile(0.1),
         "latency_p90_s": t.quantile(0.9), "latency_iqr_s": t.iqr, "latency_runs": len(t.runs),
+        "latency_spread": t.spread, "latency_unreliable": t.spread > unreliable_spread,
         "warmup_runs": t.warmup, "timer": t.timer, "wall_minus_event_s": t.wall_minus_event_s,
-        "peak_memory_bytes": t.peak_memory_bytes, "baseline_memory_bytes":
-        t.baseline_memory_bytes, "memory_kind": t.memory_kind, "latency_runs_s": t.runs,
+        "peak_memory_bytes": t.peak_memory_bytes, "added_memory_bytes": added,
+        "added_memory_kind": t.in_use_kind, "baseline_memory_bytes": t.baseline_memory_bytes,
+        "memory_kind": t.memory_kind,
+        "latency_runs_s": t.runs,
     }  # fmt: skip
     return row
+
+
+class _PhaseBars(contextlib.ExitStack):
+    """Progress of ``measure``: one bar per phase, opened once the phase's total is known."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name, self.phase, self.advance = name, "", lambda: None
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        from harness.progress import progress_bar
+
+        if phase != self.phase:
+            self.close()
+            self.advance = self.enter_context(progress_bar(f"{self.name}: {phase}", total))
+            self.phase = phase
+        self.advance()
 
 
 def add_ratios(rows: list[dict[str, Any]], reference: str | None) -> str | None:
@@ -128,4 +193,4 @@ def add_ratios(rows: list[dict[str, Any]], reference: str | None) -> str | None:
     return ref_name
 
 
-__all__ = ["COUNTERS", "add_ratios", "environment", "profile_method"]
+__all__ = ["COUNTERS", "add_ratios", "environment", "load_measured", "profile_method"]

@@ -18,6 +18,8 @@ def add_parser(sub) -> None:
                         "for import, the folder first")  # fmt: skip
     p.add_argument("--mirror", help="fetch <mirror>/<file name> instead of the manifest URL")
     p.add_argument("--force", action="store_true", help="fetch even files already present")
+    p.add_argument("--dry-run", action="store_true",
+                   help="fetch: print what would be downloaded, download nothing")  # fmt: skip
     p.add_argument("--data-root", help="where test sets go (default $HARNESS_DATA or ./data)")
     p.add_argument(
         "--manifest-out",
@@ -33,15 +35,44 @@ def select(entries: dict[str, WeightEntry], names: list[str]) -> list[WeightEntr
     for n in names:
         hits = [e for e in entries.values() if n == e.id or n in e.used_by]
         if not hits:
+            from harness.schema import suggest
+
             users = sorted({u for e in entries.values() for u in e.used_by})
-            raise HarnessError(f"weights: nothing named '{n}' (ids or users: {', '.join(users)})")
+            near = suggest(n, users + list(entries))
+            raise HarnessError(
+                f"weights: nothing named '{n}'{near} (ids or users: {', '.join(users)})"
+            )
         out += [e for e in hits if e not in out]
     return out
+
+
+def _weightless(entries: dict[str, WeightEntry], names: list[str]) -> list[str]:
+    """The names that are metrics or methods needing no weight file (psnr, ssim, bicubic)."""
+    from harness.methods import METHODS
+    from harness.metrics import METRICS
+
+    def free(n: str) -> bool:
+        if any(n == e.id or n in e.used_by for e in entries.values()):
+            return False
+        if n in METRICS:
+            return not METRICS.get(n).weights
+        return n in METHODS and not METHODS.get(n).card.weights
+
+    return [n for n in names if free(n)]
 
 
 def run(args: argparse.Namespace) -> int:
     entries = load_manifest()
     names = list(args.names)
+    free = _weightless(entries, names) if args.action != "import" else []
+    if free:
+        names = [n for n in names if n not in free]
+        if names:
+            select(entries, names)  # an unknown name fails before the note
+        verb = "needs" if len(free) == 1 else "need"
+        print(f"note: {', '.join(free)} {verb} no weight files")
+        if not names:
+            return 0
     if args.action == "import":
         if not names:
             raise HarnessError("harness weights import needs a folder: harness weights import DIR")
@@ -76,6 +107,10 @@ def _fetch(chosen: list[WeightEntry], args: argparse.Namespace) -> int:
         st = status(e, args.data_root)
         if st.state == "ok" or (st.state == "unverified" and not args.force):
             print(f"present    {e.id:22s} {st.path}")
+            continue
+        if args.dry_run:
+            url = f"{args.mirror.rstrip('/')}/{e.name}" if args.mirror else e.url
+            print(f"would get  {e.id:22s} {url} -> {st.path}")
             continue
         with console.status(f"fetching {e.name}") as spinner:
 

@@ -70,6 +70,12 @@ class AdcSR(SRMethod):
             raise HarnessError(f"method.arch: '{arch}' is not one of paper, tiny")
         return AdcSRConfig.paper() if arch == "paper" else AdcSRConfig.tiny()
 
+    def check_config(self) -> None:
+        self._arch()
+        if str(self.cfg.get("quantize", "truncate")) not in ("truncate", "round"):
+            quantize = self.cfg["quantize"]
+            raise HarnessError(f"method.quantize: '{quantize}' is not truncate or round")
+
     def build_model(self) -> AdcSRNet:
         return AdcSRNet(self._arch())
 

@@ -149,7 +149,8 @@ class RealESRGAN(SRMethod):
             if paper:
                 package.verify(files)
             key = hashlib.sha256((files.param_sha256 + files.bin_sha256).encode()).hexdigest()
-            return f"ncnn:{key[:32]}", self._converted(key[:32], files)
+            # hex only, as every weights digest (results files and the leaderboard check that)
+            return key[:32], self._converted(key[:32], files)
         if choice == "official":
             path = self._official(paper)
         else:
