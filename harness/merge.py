@@ -255,7 +255,8 @@ def _write(parts: Sequence[_Part], config: dict[str, Any], out: Path) -> None:
                 for ds, v in entry.get(key, {}).items():
                     target[key].setdefault(ds, v)
     by_key = {k: p.rows[k] for p in parts for k in p.keys}
-    order = [(m, d, f["name"]) for m in config["methods"] for d in config["datasets"]
+    # the runner's order: datasets x methods x images
+    order = [(m, d, f["name"]) for d in config["datasets"] for m in config["methods"]
              for f in datasets[d]["files"]]  # fmt: skip
     rows = [by_key[k] for k in order]
     specs = first.summary["metrics"]
@@ -266,7 +267,7 @@ def _write(parts: Sequence[_Part], config: dict[str, Any], out: Path) -> None:
     }
     sets = _set_scores(parts, specs)
     groups = [
-        (m, d, len(datasets[d]["files"])) for m in config["methods"] for d in config["datasets"]
+        (m, d, len(datasets[d]["files"])) for d in config["datasets"] for m in config["methods"]
     ]
     summary = {
         "schema": "harness.summary/1",
