@@ -139,7 +139,7 @@ def launch(cfg: DictConfig, launcher: str, hydra: Sequence[str]) -> Path | None:
     if failed:
         raise HarnessError(
             f"{len(failed)} of {len(results)} jobs failed (first: {Path(failed[0]['out']).name}: "
-            f"{failed[0]['error']}); rerun the same command to resume"
+            f"{failed[0]['error']}); rerun the same command once fixed (finished work is kept)"
         )
     if cfg.stage == "sr":
         log(f"SR stage of {len(results)} jobs done; score them with --stage score --out {out}")
