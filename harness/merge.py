@@ -242,7 +242,8 @@ def _write(parts: Sequence[_Part], config: dict[str, Any], out: Path) -> None:
     first = parts[0]
     datasets = {}
     for d in config["datasets"]:
-        entry = next(p.manifest["datasets"][d] for p in parts if d in p.manifest["datasets"])
+        entries = [p.manifest["datasets"][d] for p in parts if d in p.manifest["datasets"]]
+        entry = next((e for e in entries if e.get("lr_dir")), entries[0])  # not an empty shard
         entry = {k: v for k, v in entry.items() if k != "shard"}
         datasets[d] = entry | {"n_images": len(entry["files"])}
     methods: dict[str, Any] = {}
@@ -291,7 +292,9 @@ def _write(parts: Sequence[_Part], config: dict[str, Any], out: Path) -> None:
         "environment": first.manifest.get("environment"),
         "datasets": datasets,
         "methods": methods,
-        "sr_finished": max(str(p.manifest.get("sr_finished")) for p in parts),
+        "sr_finished": max(
+            (str(t) for p in parts if (t := p.manifest.get("sr_finished"))), default=None
+        ),  # fmt: skip
         "merged_from": [
             {
                 "run": str(p.path.resolve()),

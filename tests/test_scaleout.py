@@ -263,6 +263,22 @@ def test_joblib_multirun_equals_one_process(tmp_path, cli, reference):
     _same_run(out, reference)
 
 
+@pytest.mark.slow
+def test_submitit_local_launcher_runs_the_jobs(tmp_path, cli, reference):
+    """hydra-submitit-launcher's local executor: the submitit path (the job pickled, run in its
+    own process, its result sent back) without SLURM."""
+    out = tmp_path / "fan"
+    argv = ["run", "--methods", "bicubic", "--datasets", "drealsr", "--out", str(out),
+            "--cache-dir", str(tmp_path / "cache"), "profile.enabled=false", "--shards", "2",
+            "--launcher", "submitit_local", "hydra.launcher.timeout_min=10"]  # fmt: skip
+    assert cli(*argv) == 0
+    assert (out / "jobs" / ".submitit").is_dir()
+    lines = (out / "per_image.csv").read_text().splitlines()
+    want = [ln for ln in (reference / "per_image.csv").read_text().splitlines()
+            if ln.startswith("bicubic,drealsr,")]  # fmt: skip
+    assert lines[1:] == want and len(want) == len(NAMES)
+
+
 def test_slurm_launcher_config_is_composed_and_validated(capsys, cli):
     """No cluster here: Hydra composes the submitit_slurm preset and checks its keys."""
     from harness.config import compose_run
