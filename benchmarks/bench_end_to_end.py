@@ -16,7 +16,7 @@ saved as safetensors, the metrics' files fabricated in their real formats
 are compared between the two sides only (largest per-image difference per metric).
 
     python benchmarks/bench_end_to_end.py [--limit N] [--no-maniqa] [--device cpu|cuda]
-        [--metric-batch 1] [--json FILE]
+        [--metric-batch 1] [--json FILE] [--data DIR]
 
 On a 2-core CPU the full suite costs ~36 s per image per side (MANIQA is 90% of it): use
 ``--limit 8 --no-maniqa`` there. Set HARNESS_WEIGHTS to a folder to reuse fabricated files.
@@ -105,6 +105,7 @@ def main() -> None:
     ap.add_argument("--metric-batch", type=int, default=0,
                     help="harness metric batch size (0: 1 on a CPU, 8 on a GPU)")  # fmt: skip
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--data", type=Path, default=SHARED, help="a folder with LR/ and HR/")
     args = ap.parse_args()
 
     os.environ.setdefault("HARNESS_WEIGHTS", str(Path(tempfile.gettempdir()) / "harness-bench-w"))
@@ -133,7 +134,7 @@ def main() -> None:
         root = work / "DRealSR"
         for sub in ("LR", "HR"):
             (root / sub).mkdir(parents=True)
-            files = sorted((SHARED / sub).glob("*.png"))
+            files = sorted((args.data / sub).glob("*.png"))
             for f in files[: args.limit] if args.limit else files:
                 shutil.copy(f, root / sub / f.name)
         n_pairs = len(list((root / "LR").glob("*.png")))

@@ -1,4 +1,4 @@
-"""The prepared GPU check, one short script for a lent GPU machine (see .library/device).
+"""The GPU check: one short script that measures what a CPU cannot (run it on a GPU machine).
 
 1. Profiler timing path: AdcSR (128->512) and the OSEDiff core (512) with random weights, fp32,
    timed by CUDA events and by synchronised wall clock (the two must agree within a few %);
@@ -6,6 +6,9 @@
 2. fp16 / bf16 AdcSR forward: finite or not (fp16 reportedly gives NaN with real weights; with
    random weights this only checks the kernels run).
 3. Metric batching: LPIPS, DISTS, MUSIQ, CLIPIQA (fabricated weights) per image vs batches of 8.
+4. AdcSR through its adapter (random weights), 128->512: batch-1 latency and batched throughput
+   in the official configuration and in fast mode (``set_fast``: channels_last, bf16 autocast,
+   torch.compile), with the largest output difference between the two in 8-bit levels.
 
     python benchmarks/gpu_check.py --out results.json      # ~5 minutes on an H100
 """
@@ -25,6 +28,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("gpu_check.json"))
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--skip-metrics", action="store_true")
+    ap.add_argument("--skip-fast", action="store_true", help="leave out section 4")
+    ap.add_argument("--batches", default="1,8", help="AdcSR batch sizes of section 4")
     args = ap.parse_args()
     os.environ.setdefault("HARNESS_WEIGHTS", str(Path(tempfile.gettempdir()) / "harness-gpu-w"))
     from harness.weights import configure_environment
@@ -96,7 +101,49 @@ def main() -> None:
             "max_abs_diff": diff,
         }  # fmt: skip
         print("metric batching", result["metric_batching"], flush=True)
+    if not args.skip_fast:
+        result["adcsr_adapter"] = adcsr_fast(dev, [int(b) for b in args.batches.split(",")],
+                                             args.runs)  # fmt: skip
     args.out.write_text(json.dumps(result, indent=2, default=str))
+
+
+def adcsr_fast(dev, batches: list[int], runs: int, arch: str = "paper") -> dict:
+    """Section 4: the adapter's official configuration vs its fast mode, per batch size."""
+    import torch
+
+    from harness.methods.adcsr import AdcSR
+    from harness.profiler.timing import measure
+
+    m = AdcSR({"arch": arch})
+    m.load(dev, torch.float32, random_init=True)
+    out: dict = {"fast_mode": m.fast_mode}
+    for bs in batches:
+        lr = torch.rand(bs, 3, 128, 128, generator=torch.Generator().manual_seed(bs)).to(dev)
+        row = {}
+        outputs = {}
+        for mode in ("official", "fast"):
+            m.set_fast(mode == "fast")
+
+            def call(lr=lr):
+                with torch.inference_mode():
+                    m.upscale(lr)
+
+            t0 = time.perf_counter()
+            t = measure(call, dev, runs=runs, warmup=3 if mode == "official" else 5)
+            with torch.inference_mode():
+                outputs[mode] = m.upscale(lr).float()
+            row[mode] = {"median_s": t.median, "p10_s": t.quantile(0.1),
+                         "p90_s": t.quantile(0.9), "images_per_s": bs / t.median,
+                         "wall_incl_warmup_s": time.perf_counter() - t0,
+                         "peak_memory_bytes": t.peak_memory_bytes}  # fmt: skip
+        m.set_fast(False)
+        a, b = (outputs["official"] * 255).round(), (outputs["fast"] * 255).round()
+        row["max_diff_levels"] = int((a - b).abs().max())
+        row["mean_diff_levels"] = float((a - b).abs().mean())
+        row["speedup"] = row["official"]["median_s"] / row["fast"]["median_s"]
+        out[f"batch{bs}"] = row
+        print(f"adcsr adapter batch {bs}", row, flush=True)
+    return out
 
 
 if __name__ == "__main__":

@@ -177,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     pr.add_argument("--warmup", type=int, help="untimed warm-up runs (default 1)")
     pr.add_argument("--random-init", action="store_true", help="architecture only, no weights")
+    pr.add_argument(
+        "--fast",
+        action="store_true",
+        help="also time each method's fast mode (torch.compile, channels_last, bf16) in columns "
+        "of its own, with the largest output difference in 8-bit levels",
+    )
     pr.add_argument("--reference", help="method the ratios are computed against")
     pr.add_argument("--out", help="output directory")
     pr.add_argument("--device", choices=["auto", "cpu", "cuda"], help="where models run")
@@ -362,6 +368,8 @@ def config_profile(args: argparse.Namespace):
     ov += [f"profile.{k}={getattr(args, k)}" for k in flags if getattr(args, k) is not None]
     if args.random_init:
         ov.append("profile.random_init=true")
+    if args.fast:
+        ov.append("profile.fast=true")
     if args.reference:
         ov.append(f"profile.reference={quote(args.reference)}")
     if args.out:

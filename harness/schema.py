@@ -61,6 +61,7 @@ class ProfileConfig:
     random_init: bool = opt(False, flag="--random-init")
     reference: str | None = opt(None, flag="--reference")
     unreliable_spread: float = opt(0.2, min=0.0)
+    fast: bool = opt(False, flag="--fast")
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,8 @@ EFFICIENCY_COLUMNS = (
     "timer", "wall_minus_event_s", "peak_memory_bytes", "added_memory_bytes",
     "added_memory_kind", "baseline_memory_bytes", "memory_kind", "reference",
     "latency_median_s_ratio", "macs_fvcore_ratio", "params_ratio", "device", "dtype", "torch",
-    "notes",
+    "notes", "fast_mode", "fast_latency_median_s", "fast_latency_p10_s", "fast_latency_p90_s",
+    "fast_latency_runs", "fast_peak_memory_bytes", "fast_speedup", "fast_max_diff_levels",
 )  # fmt: skip
 MANIFEST_SCHEMA = "harness.manifest/1"
 

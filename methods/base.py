@@ -110,6 +110,15 @@ class SRMethod(ABC):
         self.device, self.dtype = device, dtype
         self.loaded_as = (device, dtype, random_init)  # lets callers skip a second load
 
+    # An optional execution mode for speed (torch.compile, channels_last, reduced precision):
+    # what it does, in words; '' when the method has none. The profiler reports it in columns
+    # of its own (``profile.fast``), never in place of the official configuration's numbers.
+    fast_mode: ClassVar[str] = ""
+
+    def set_fast(self, on: bool) -> None:
+        """Switch the loaded method into (or out of) its fast mode (see ``fast_mode``)."""
+        raise NotImplementedError(f"{self.card.name} has no fast mode")
+
     def network_inputs(self, lr: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The arguments ``build_model()``'s forward receives for the LR batch ``lr`` in [0, 1]
         (after the adapter's own pre-processing), for MAC counting."""

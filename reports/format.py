@@ -96,6 +96,13 @@ def _latency(r: pd.Series) -> str:
     return text + (" †" if _unreliable(r) else "")
 
 
+def _fast_latency(r: pd.Series) -> str:
+    if pd.isna(r.get("fast_latency_median_s")):
+        return "n/a"
+    return (f"{r['fast_latency_median_s']:.4f} [{r['fast_latency_p10_s']:.4f}-"
+            f"{r['fast_latency_p90_s']:.4f}]")  # fmt: skip
+
+
 def _added(r: pd.Series) -> str:
     v = r.get("added_memory_bytes")
     return "n/a" if v is None or pd.isna(v) else f"{v / 2**20:.0f}"
@@ -142,6 +149,18 @@ def efficiency_frame(
         head = short if compact else full
         if head:
             cols[head] = eff.apply(fn, axis=1)
+    if (
+        not compact
+        and "fast_latency_median_s" in eff
+        and eff["fast_latency_median_s"].notna().any()
+    ):
+        cols["Fast latency (s)"] = eff.apply(_fast_latency, axis=1)
+        cols["Fast speed-up"] = eff["fast_speedup"].map(
+            lambda v: "n/a" if pd.isna(v) else f"{v:.2f}x"
+        )
+        cols["Fast max diff (levels)"] = eff["fast_max_diff_levels"].map(
+            lambda v: "n/a" if pd.isna(v) else f"{int(v)}"
+        )
     if len(devices) > 1:
         cols["Device"] = eff["device"].astype(str) + ", " + eff["dtype"].astype(str)
     frame = pd.DataFrame(cols)
@@ -162,6 +181,12 @@ def efficiency_frame(
     ]
     if compact:
         notes.append("Latency: median of the timed runs.")
+    for mode in eff.get("fast_mode", pd.Series(dtype=object)).dropna().unique():
+        if str(mode):
+            notes.append(
+                f"Fast columns: not the official configuration ({mode}); max diff: the largest "
+                "difference from the official configuration's output, in 8-bit levels."
+            )
     flagged = [r for _, r in eff.iterrows() if _unreliable(r)]
     if flagged:
         spread = max(float(r.get("latency_spread") or 0) for r in flagged)

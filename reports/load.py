@@ -23,7 +23,8 @@ _EFFICIENCY_NUMBERS = {
     "macs_fvcore_plus_attention", "macs_flopcounter", "macs_ptflops", "latency_median_s",
     "latency_p10_s", "latency_p90_s", "latency_iqr_s", "latency_runs", "warmup_runs",
     "wall_minus_event_s", "peak_memory_bytes", "baseline_memory_bytes", "added_memory_bytes",
-    "latency_spread",
+    "latency_spread", "fast_latency_median_s", "fast_latency_p10_s", "fast_latency_p90_s",
+    "fast_latency_runs", "fast_peak_memory_bytes", "fast_speedup", "fast_max_diff_levels",
     "latency_median_s_ratio", "macs_fvcore_ratio", "params_ratio",
 }  # fmt: skip
 

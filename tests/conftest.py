@@ -37,7 +37,7 @@ def cache_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def drealsr() -> Path:
     if not (SHARED / "HR").is_dir():
-        pytest.skip(f"{SHARED} is absent (the DRealSR pairs ship only with the workplace)")
+        pytest.skip(f"{SHARED} is absent (the DRealSR pairs in ../shared are not on this machine)")
     return SHARED
 
 

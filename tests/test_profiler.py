@@ -244,3 +244,40 @@ def test_added_memory_excludes_what_ran_before(clock):
     assert 90 * mib < row["added_memory_bytes"] < 110 * mib
     assert row["peak_memory_bytes"] > row["added_memory_bytes"] + unrelated.nbytes
     del unrelated
+
+
+def test_fast_mode_has_columns_of_its_own(tmp_path):
+    """`--fast` times AdcSR's fast mode into fast_* columns and measures how far its output
+    moves; the official columns and the method's later outputs are the official mode's
+    (mutations caught: set_fast not switching anything -- diff 0; not switching back)."""
+    from harness.methods.adcsr import AdcSR
+    from harness.methods.classical import Bicubic
+    from harness.profiler import load_measured, profile_method
+
+    m = AdcSR({"arch": "tiny"})
+    load_measured(m, torch.device("cpu"), torch.float32, random_init=True)
+    lr = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        before = m.upscale(lr)
+    row = profile_method(m, 16, torch.device("cpu"), torch.float32, runs=2, warmup=0,
+                         random_init=True, counters=(), fast=True)  # fmt: skip
+    with torch.inference_mode():
+        assert torch.equal(m.upscale(lr), before)  # back in the official mode
+        m.set_fast(True)
+        fast = m.upscale(lr)
+        m.set_fast(False)
+    levels = int(((before * 255).round() - (fast * 255).round()).abs().max())
+    assert row["fast_max_diff_levels"] == levels > 0  # bf16 moves some pixel by a level or more
+    assert row["fast_latency_runs"] == 2 and row["fast_speedup"] > 0
+    assert "bf16" in row["fast_mode"]
+    bicubic = profile_method(Bicubic(), 16, torch.device("cpu"), torch.float32, runs=2,
+                             warmup=0, counters=(), fast=True)  # fmt: skip
+    assert bicubic["fast_latency_median_s"] is None and bicubic["fast_max_diff_levels"] is None
+    text = re.sub(r" +", " ", _efficiency_text(tmp_path, row))  # through efficiency.csv
+    assert f"| {row['fast_max_diff_levels']} |" in text and "Fast latency (s)" in text
+    assert "Fast columns: not the official configuration" in text
+
+
+def test_fast_flag_sets_the_profile_option(cli, capsys):
+    assert cli("profile", "--methods", "adcsr", "--fast", "--dry-run") == 0
+    assert "  fast: true" in capsys.readouterr().out

@@ -13,6 +13,11 @@ work that happened in between (``added_memory_kind``: ``cuda_allocated``, ``cpu_
 without glibc's ``mallinfo2``, ``cpu_rss``).
 
 A latency whose IQR/median exceeds ``unreliable_spread`` is flagged ``latency_unreliable``.
+
+With ``fast=True``, a method that has a fast mode (``SRMethod.fast_mode``: torch.compile,
+channels_last, reduced precision) is timed a second time in it, on the same input, into the
+``fast_*`` columns; ``fast_max_diff_levels`` is the largest difference between the two outputs
+in 8-bit levels. The official configuration's columns never include the fast mode.
 """
 
 from __future__ import annotations
@@ -92,6 +97,7 @@ def profile_method(
     min_runs: int = 3,
     max_time: float = 1.0,
     unreliable_spread: float = UNRELIABLE_SPREAD,
+    fast: bool = False,
 ) -> dict[str, Any]:
     """One efficiency row. MAC columns are None (with ``notes``) when there is no network.
 
@@ -155,7 +161,59 @@ def profile_method(
         "memory_kind": t.memory_kind,
         "latency_runs_s": t.runs,
     }  # fmt: skip
+    row |= dict.fromkeys(FAST_COLUMNS)
+    if fast and method.fast_mode:
+        row |= _profile_fast(method, lr, device, t.median, runs, warmup, min_runs, max_time)
+    elif fast:
+        log(f"profiling {name}: no fast mode, fast columns left empty")
     return row
+
+
+FAST_COLUMNS = ("fast_mode", "fast_latency_median_s", "fast_latency_p10_s", "fast_latency_p90_s",
+                "fast_latency_runs", "fast_peak_memory_bytes", "fast_speedup",
+                "fast_max_diff_levels")  # fmt: skip
+
+
+def _profile_fast(
+    method: SRMethod,
+    lr: torch.Tensor,
+    device: torch.device,
+    official_median: float,
+    runs: int | None,
+    warmup: int,
+    min_runs: int,
+    max_time: float,
+) -> dict[str, Any]:
+    """The ``fast_*`` columns: the method timed in its fast mode, and how far its output moves."""
+    from harness.progress import log
+
+    name = method.card.name
+    with torch.inference_mode():
+        official = method.upscale(lr)
+    method.set_fast(True)
+    try:
+
+        def call() -> None:
+            with torch.inference_mode():
+                method.upscale(lr)
+
+        # compilation and CUDA-graph recording happen in the first calls: more warm-up
+        log(f"profiling {name}: fast mode ({method.fast_mode})")
+        with _PhaseBars(f"{name} fast") as bars:
+            t = measure(call, device, runs=runs, warmup=max(warmup, 3), min_runs=min_runs,
+                        max_time=max_time, on_progress=bars)  # fmt: skip
+        with torch.inference_mode():
+            out = method.upscale(lr)
+    finally:
+        method.set_fast(False)
+    levels = ((official.float() * 255).round() - (out.float() * 255).round()).abs().max()
+    return {
+        "fast_mode": method.fast_mode, "fast_latency_median_s": t.median,
+        "fast_latency_p10_s": t.quantile(0.1), "fast_latency_p90_s": t.quantile(0.9),
+        "fast_latency_runs": len(t.runs), "fast_peak_memory_bytes": t.peak_memory_bytes,
+        "fast_speedup": official_median / t.median if t.median else None,
+        "fast_max_diff_levels": int(levels.item()),
+    }  # fmt: skip
 
 
 class _PhaseBars(contextlib.ExitStack):
@@ -193,4 +251,11 @@ def add_ratios(rows: list[dict[str, Any]], reference: str | None) -> str | None:
     return ref_name
 
 
-__all__ = ["COUNTERS", "add_ratios", "environment", "load_measured", "profile_method"]
+__all__ = [
+    "COUNTERS",
+    "FAST_COLUMNS",
+    "add_ratios",
+    "environment",
+    "load_measured",
+    "profile_method",
+]

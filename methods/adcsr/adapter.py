@@ -24,6 +24,7 @@ from harness.methods.base import MethodCard, SRMethod, WeightFile
 
 HF = "https://huggingface.co/Guaishou74851/AdcSR"
 MULTIPLE = 16  # PixelUnshuffle(2) then three stride-2 downsamplers
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def color_match(sr: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
@@ -70,8 +71,18 @@ class AdcSR(SRMethod):
             raise HarnessError(f"method.arch: '{arch}' is not one of paper, tiny")
         return AdcSRConfig.paper() if arch == "paper" else AdcSRConfig.tiny()
 
+    fast_mode = (
+        "channels_last weights and inputs, bf16 autocast, and on a GPU torch.compile "
+        "(mode from method.compile_mode; reduce-overhead uses CUDA graphs)"
+    )
+
     def check_config(self) -> None:
         self._arch()
+        mode = str(self.cfg.get("compile_mode", "reduce-overhead"))
+        if mode not in COMPILE_MODES:
+            raise HarnessError(
+                f"method.compile_mode: '{mode}' is not one of {', '.join(COMPILE_MODES)}"
+            )
         if str(self.cfg.get("quantize", "truncate")) not in ("truncate", "round"):
             quantize = self.cfg["quantize"]
             raise HarnessError(f"method.quantize: '{quantize}' is not truncate or round")
@@ -141,6 +152,26 @@ class AdcSR(SRMethod):
                     f"({first[0] if first else e})"
                 ) from None
         self.net = net.to(device=device, dtype=dtype).eval()
+        self._fast, self._compiled = False, None
+        if self.cfg.get("fast", False):
+            self.set_fast(True)
+
+    def set_fast(self, on: bool) -> None:
+        self._fast = bool(on)
+        fmt = torch.channels_last if on else torch.contiguous_format
+        self.net.to(memory_format=fmt)
+        if on and self.device.type == "cuda" and self._compiled is None:
+            mode = str(self.cfg.get("compile_mode", "reduce-overhead"))
+            self._compiled = torch.compile(self.net, mode=mode)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not getattr(self, "_fast", False):
+            return self.net(x)
+        net = self._compiled or self.net
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16):
+            # a copy: CUDA-graph outputs are overwritten by the next call
+            return net(x).float().clone()
 
     # -- inference -----------------------------------------------------------------------------
     def network_inputs(self, lr: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -157,7 +188,7 @@ class AdcSR(SRMethod):
     def upscale(self, lr: torch.Tensor) -> torch.Tensor:
         (xp,) = self.network_inputs(lr)
         h, w = lr.shape[-2:]
-        y = self.net(xp)[..., : h * self.scale, : w * self.scale].float()
+        y = self._forward(xp)[..., : h * self.scale, : w * self.scale].float()
         if self.cfg.get("color_match", True):
             y = color_match(y, xp[..., :h, :w].float())
         out = (y / 2 + 0.5).clamp(0, 1)
