@@ -375,7 +375,8 @@ def _run(
         "methods": {},
     }
     if stage == "score":  # keep the SR stage's record: a killed scoring job can be rerun
-        manifest |= {k: recorded[k] for k in ("methods", "sr_finished") if k in recorded}
+        kept = ("methods", "sr_finished", "merged_from")
+        manifest |= {k: recorded[k] for k in kept if k in recorded}
         manifest["sr_environment"] = recorded.get("sr_environment", recorded.get("environment"))
     store.write_manifest(manifest)
 

@@ -127,9 +127,15 @@ def test_shards_merged_by_hand_equal_one_process(tmp_path, cli, reference):
     for i in range(2):
         parts.append(tmp_path / f"shard{i}")
         assert cli(*_args(parts[-1], tmp_path / "cache", "--shards", "2", f"part.shard={i}")) == 0
-    assert cli("merge", *parts, "--out", tmp_path / "merged") == 0
-    _same_run(tmp_path / "merged", reference)
-    assert cli("leaderboard", "validate", tmp_path / "merged") == 0
+    merged = tmp_path / "merged"
+    assert cli("merge", *parts, "--out", merged) == 0
+    _same_run(merged, reference)
+    assert cli("leaderboard", "validate", merged) == 0
+    # the scoring stage of the whole run on the merged directory (where FID would be computed
+    # on whole SR folders): it finds every row scored and keeps the provenance
+    assert cli(*_args(merged, tmp_path / "cache", "--stage", "score")) == 0
+    _same_run(merged, reference)
+    assert len(json.loads((merged / "manifest.json").read_text())["merged_from"]) == 2
 
 
 def test_sr_stage_then_score_stage_equals_one_process(tmp_path, cli, reference, capsys):
