@@ -98,11 +98,14 @@ def _scale_out(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("scale-out (README: Scale out)")
     g.add_argument(
         "--launcher",
+        metavar="NAME",
         help="one Hydra multirun job per (method, dataset, shard) through this launcher: "
         "joblib (local processes), submitit_slurm, slurm, slurm_score (configs/hydra/launcher), "
         "basic (one after the other); hydra.* overrides go to it; the jobs are then merged",
     )
-    g.add_argument("--shards", type=int, help="split each dataset into N shards by image name")
+    g.add_argument(
+        "--shards", type=int, metavar="N", help="split each dataset into N shards by image name"
+    )
     g.add_argument(
         "--stage",
         choices=["sr", "score", "all"],
