@@ -11,6 +11,7 @@ out=${1:?usage: gpu_suite.sh OUT_DIR [DATA_DIR] [METHODS]}
 data=${2:-}
 methods=${3:-bicubic,realesrgan,adcsr,sinsr}
 mkdir -p "$out"
+out=$(cd "$out" && pwd)
 export HARNESS_NO_PROGRESS=1
 
 step() {
@@ -25,10 +26,11 @@ step() {
 }
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-step gpu_check "${GPU_CHECK_LIMIT:-170}" python benchmarks/gpu_check.py --out "$out/gpu_check.json"
-step profile "${PROFILE_LIMIT:-150}" python -m harness profile --methods "$methods" --random-init \
-    --device cuda --out "$out/profile"
+step gpu_check "${GPU_CHECK_LIMIT:-230}" python benchmarks/gpu_check.py --out "$out/gpu_check.json"
 if [ -n "$data" ]; then
     step end_to_end "${E2E_LIMIT:-200}" python benchmarks/bench_end_to_end.py --device cuda \
         --data "$data" --json "$out/end_to_end.json"
 fi
+# from another folder: the checkout's harness/ must not shadow the installed package
+step profile "${PROFILE_LIMIT:-110}" env -C /tmp python -m harness profile --methods "$methods" --random-init \
+    --device cuda --out "$out/profile"

@@ -451,7 +451,7 @@ def _columns(rows: list[list[str]], indent: int = 2) -> list[str]:
     for r in rows:
         head = "".join(c.ljust(w + indent) for c, w in zip(r, widths))
         hang = "  " if r[-1].startswith("- ") else ""  # bullets wrap under their text
-        lines = textwrap.wrap(r[-1], width, subsequent_indent=hang) or [""]
+        lines = textwrap.wrap(r[-1], width, subsequent_indent=hang, break_on_hyphens=False) or [""]
         out += [head + lines[0]] + [" " * left + line for line in lines[1:]]
     return out
 

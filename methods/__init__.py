@@ -6,12 +6,13 @@ from harness.methods.adcsr import AdcSR
 from harness.methods.base import DTYPES, MethodCard, SRMethod, WeightFile
 from harness.methods.classical import Bicubic, Lanczos
 from harness.methods.realesrgan import RealESRGAN
+from harness.methods.s3diff import S3Diff
 from harness.methods.sinsr import SinSR
 from harness.registry import Registry
 
 METHODS: Registry[type[SRMethod]] = Registry("method")
 
-for _cls in (Bicubic, Lanczos, RealESRGAN, AdcSR, SinSR):
+for _cls in (Bicubic, Lanczos, RealESRGAN, AdcSR, SinSR, S3Diff):
     METHODS.register(_cls.card.name)(_cls)
 
 __all__ = ["DTYPES", "METHODS", "MethodCard", "SRMethod", "WeightFile"]

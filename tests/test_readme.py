@@ -2,8 +2,8 @@
 
 The lines of the README's ```bash blocks are extracted (comments dropped, ``&&`` chains split)
 and, in README order, in a sandbox folder holding tiny copies of the named test sets under
-``data/`` (the default data root), SR outputs under ``results/osediff`` and a ``my_photos``
-folder:
+``data/`` (the default data root), SR outputs under ``results/osediff`` and
+``results/s3diff``, and a ``my_photos`` folder:
 
 * ``run``: executed as written (in-process, the ``harness`` entry point's ``main``);
 * ``auto`` (``harness run|eval|profile``): dry-run first; executed when no selected method or
@@ -43,6 +43,10 @@ RULES: list[tuple[str, str]] = [
     (r"^harness .*--help\b", "run"),  # help is offline everywhere
     (r"^python3? -m venv |^\. \.venv/bin/activate$|^pip install ",
      "skip: installs the package into a fresh venv, which .ci/run does on every CI run"),
+    (r"^python3\.\d+ -m venv \.\./envs/|^\.\./envs/\S+/bin/pip install ",
+     "skip: an official implementation's own environment (downloads its pinned packages)"),
+    (r"^git clone ", "skip: fetches an official repository (network)"),
+    (r"^python3? tools/\S+\.py\b", "help"),  # equivalence scripts need an official checkout
     (r"^pytest\b", "skip: the test suite itself (this test is part of it)"),
     (r"^harness weights (list|check)\b", "run"),
     (r"^harness weights fetch\b", "dry-run"),
@@ -209,7 +213,8 @@ def sandbox(tmp_path_factory, cache_dir):
     _pairs(root / "data" / "RealSet65", ("r1",), hr=False, lr_dir=".")
     _pairs(root / "my_photos", ("m1", "m2"))
     for n in ("p1", "p2"):
-        write_png(root / "results" / "osediff" / f"{n}.png", np.zeros((32, 32, 3), np.uint8))
+        for method in ("osediff", "s3diff"):
+            write_png(root / "results" / method / f"{n}.png", np.zeros((32, 32, 3), np.uint8))
     (root / "placeholders" / "downloads").mkdir(parents=True)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)

@@ -179,9 +179,12 @@ def test_orphaned_temporary_files_are_swept(cache_dir, tmp_path, cli, capsys):
     os.unlink(new)
 
 
-def test_seed_keys_the_cache_only_for_stochastic_methods(cache_dir, tmp_path, cli, capsys):
+def test_seed_keys_the_cache_only_for_stochastic_methods(
+    cache_dir, tmp_path, cli, capsys, monkeypatch
+):
     """bicubic with seed=1 reuses seed=0's SR images (mutation caught: seed always in the key);
     a method declaring `stochastic` gets a new key per seed."""
+    from harness.methods import METHODS
     from harness.methods.classical import Bicubic
 
     root = tmp_path / "seeded"
@@ -193,9 +196,14 @@ def test_seed_keys_the_cache_only_for_stochastic_methods(cache_dir, tmp_path, cl
     capsys.readouterr()
     assert _run(cli, *data, "--out", tmp_path / "s1", "seed=1") == 0
     assert "2 SR images reused from cache, 0 to compute" in capsys.readouterr().err
-    Bicubic.stochastic = True
-    try:
-        assert _run(cli, *data, "--out", tmp_path / "s2", "seed=2") == 0
-        assert "0 SR images reused from cache, 2 to compute" in capsys.readouterr().err
-    finally:
-        Bicubic.stochastic = False
+    import dataclasses
+
+    class Seeded(Bicubic):  # declared stochastic: upscale takes per-image seeds
+        card = dataclasses.replace(Bicubic.card, stochastic=True)
+
+        def upscale(self, lr, seeds=None):
+            return super().upscale(lr)
+
+    monkeypatch.setitem(METHODS._items, "bicubic", Seeded)
+    assert _run(cli, *data, "--out", tmp_path / "s2", "seed=2") == 0
+    assert "0 SR images reused from cache, 2 to compute" in capsys.readouterr().err

@@ -131,6 +131,9 @@ def _import(folder: Path, chosen: list[WeightEntry], data_root: str | None) -> i
     missing = 0
     for e in chosen:
         src = found.get(e.name)
+        if "/" in e.name:  # a path inside a model folder (e.g. unet/...): match its tail
+            src = next((p for p in sorted(folder.rglob("*"))
+                        if p.is_file() and p.as_posix().endswith("/" + e.name)), None)  # fmt: skip
         if src is None:
             missing += 1
             continue

@@ -173,10 +173,12 @@ def _finish(tmp: Path, entry: WeightEntry, dest: Path) -> Path:
         _unzip(dest, dest.parent)
     if entry.location.startswith("hf:"):
         # the hub resolves "main" through refs/main: point it at the snapshot we filled
-        ref = dest.parents[2] / "refs" / "main"
+        # (names may hold a folder inside the snapshot, e.g. unet/...safetensors)
+        snapshot = dest.parents[len(Path(entry.name).parts) - 1]
+        ref = snapshot.parents[1] / "refs" / "main"
         if not ref.is_file():
             ref.parent.mkdir(parents=True, exist_ok=True)
-            ref.write_text(dest.parent.name)
+            ref.write_text(snapshot.name)
     return dest
 
 
@@ -203,7 +205,7 @@ def install(src: Path, entry: WeightEntry, data_root: str | Path | None = None) 
     """Copy ``src`` into place for ``entry`` after verifying it."""
     dest = path_of(entry, data_root)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{entry.name}.", suffix=".tmp", dir=dest.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

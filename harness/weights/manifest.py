@@ -31,6 +31,9 @@ from harness.errors import HarnessError
 PYIQA_HF = "https://huggingface.co/chaofengc/IQA-PyTorch-Weights/resolve/main"
 TORCHVISION = "https://download.pytorch.org/models"
 ADCSR_HF = "https://huggingface.co/Guaishou74851/AdcSR/resolve/main"
+S3DIFF_HF = "https://huggingface.co/zhangap/S3Diff/resolve/main"
+SD_TURBO_HF = "https://huggingface.co/stabilityai/sd-turbo/resolve/main"
+SD_TURBO_LICENSE = "Stability AI Non-Commercial Research Community License"
 # OSEDiff's copy of RAM's data files, at a fixed commit (the tagger reads these two)
 OSEDIFF_RAW = (
     "https://raw.githubusercontent.com/cswry/OSEDiff/fcc4f09c7ed66a9bc0ba9433940d76b343142426"
@@ -91,6 +94,29 @@ BUILTIN: tuple[WeightEntry, ...] = (
                 "harness:adcsr", ("adcsr",), "Apache-2.0"),
     WeightEntry("adcsr-halfdecoder", "halfDecoder.ckpt", f"{ADCSR_HF}/halfDecoder.ckpt",
                 "harness:adcsr", ("adcsr",), "Apache-2.0"),
+    WeightEntry("s3diff-model", "s3diff.pkl", f"{S3DIFF_HF}/s3diff.pkl", "harness:s3diff",
+                ("s3diff",), "Apache-2.0",
+                sha256="92bb59d026b44c8a19fe8df2df356a25fd4c39b37d8b67f51af9e2c7228d56b5"),
+    WeightEntry("s3diff-de-net", "de_net.pth", f"{S3DIFF_HF}/de_net.pth", "harness:s3diff",
+                ("s3diff",), "Apache-2.0"),
+    # SD-Turbo in the diffusers layout: names are paths inside the hub snapshot
+    WeightEntry("sd-turbo-unet", "unet/diffusion_pytorch_model.safetensors",
+                f"{SD_TURBO_HF}/unet/diffusion_pytorch_model.safetensors",
+                "hf:stabilityai/sd-turbo", ("s3diff",), SD_TURBO_LICENSE,
+                sha256="438da6db739c8651ec4152341b8133d6896db452ea27afdb6b9b0344f0c40532"),
+    WeightEntry("sd-turbo-vae", "vae/diffusion_pytorch_model.safetensors",
+                f"{SD_TURBO_HF}/vae/diffusion_pytorch_model.safetensors",
+                "hf:stabilityai/sd-turbo", ("s3diff",), SD_TURBO_LICENSE,
+                sha256="2aa1f43011b553a4cba7f37456465cdbd48aab7b54b9348b890e8058ea7683ec"),
+    WeightEntry("sd-turbo-text-encoder", "text_encoder/model.safetensors",
+                f"{SD_TURBO_HF}/text_encoder/model.safetensors",
+                "hf:stabilityai/sd-turbo", ("s3diff",), SD_TURBO_LICENSE,
+                sha256="67e013543d4fac905c882e2993d86a2d454ee69dc9e8f37c0c23d33a48959d15"),
+    *(WeightEntry(f"sd-turbo-tok-{key}", f"tokenizer/{name}", f"{SD_TURBO_HF}/tokenizer/{name}",
+                  "hf:stabilityai/sd-turbo", ("s3diff",), SD_TURBO_LICENSE)
+      for key, name in (("vocab", "vocab.json"), ("merges", "merges.txt"),
+                        ("special", "special_tokens_map.json"),
+                        ("config", "tokenizer_config.json"))),
     WeightEntry("ram-swin-large-14m", "ram_swin_large_14m.pth",
                 "https://huggingface.co/xinyu1205/recognize_anything_model/resolve/main/ram_swin_large_14m.pth",
                 "harness:osediff", ("osediff",), "Apache-2.0 (recognize-anything)"),
