@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from harness.errors import HarnessError
 from harness.hashing import sha256_json
 from harness.imageio import sweep_temporary, write_text
 
@@ -38,6 +39,25 @@ class SRCache:
         if not (self.dir / "key.json").is_file():
             write_text(self.dir / "key.json", json.dumps(self.key_inputs, indent=2) + "\n")
         return self
+
+    @classmethod
+    def existing(cls, cache_dir: str | Path, method: str, key: str) -> SRCache:
+        """The folder of a key another job wrote (``--stage score``); its ``key.json`` must
+        hash to ``key``."""
+        folder = Path(cache_dir).expanduser() / "sr" / method / key[:16]
+        try:
+            inputs = json.loads((folder / "key.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise HarnessError(
+                f"{folder}: no SR images of this run's SR stage here (is --cache-dir the cache "
+                "its jobs wrote?)"
+            ) from None
+        except json.JSONDecodeError as e:
+            raise HarnessError(f"{folder / 'key.json'}: not valid JSON ({e})") from None
+        cache = cls(cache_dir, method, inputs)
+        if cache.key != key:
+            raise HarnessError(f"{folder / 'key.json'}: its inputs do not hash to the recorded key")
+        return cache
 
     def path(self, image: str) -> Path:
         return self.dir / f"{image}.png"

@@ -94,6 +94,26 @@ def _dry_run(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _scale_out(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("scale-out (README: Scale out)")
+    g.add_argument(
+        "--launcher",
+        metavar="NAME",
+        help="one Hydra multirun job per (method, dataset, shard) through this launcher: "
+        "joblib (local processes), submitit_slurm, slurm, slurm_score (configs/hydra/launcher), "
+        "basic (one after the other); hydra.* overrides go to it; the jobs are then merged",
+    )
+    g.add_argument(
+        "--shards", type=int, metavar="N", help="split each dataset into N shards by image name"
+    )
+    g.add_argument(
+        "--stage",
+        choices=["sr", "score", "all"],
+        help="sr: SR images only (into the cache); score: score the cached images of a "
+        "finished sr stage (same --out); all (default): both",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="harness",
@@ -121,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--cache-dir", help="SR cache folder (default $HARNESS_CACHE or ~/.cache/harness)"
     )
+    _scale_out(run)
     run.add_argument("overrides", nargs="*", metavar="key=value", help="Hydra overrides")
 
     ev = sub.add_parser("eval", help="score an existing folder of SR outputs against HR")
@@ -220,6 +241,15 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--seed", type=int, default=0, help="bootstrap and jitter seed (default 0)")
     rp.add_argument("--alpha", type=float, default=0.05, help="test level (default 0.05)")
 
+    mg = sub.add_parser(
+        "merge",
+        help="merge the finished parts (shards, jobs) of one run into one run directory",
+        description="Check that the runs are parts of one run (same config except the part, "
+        "same protocol, every image exactly once), then write the merged run.",
+    )
+    mg.add_argument("run_dir", nargs="+", help="run directories of the jobs (harness run)")
+    mg.add_argument("--out", required=True, help="the merged run directory to write")
+
     ls = sub.add_parser("list", help="list registered methods, datasets or metrics")
     ls.add_argument("what", choices=["methods", "datasets", "metrics"])
     return parser
@@ -265,15 +295,35 @@ def _dataset_entries(text: str | None) -> list[str]:
 # after the first step and prints the config.
 def config_run(args: argparse.Namespace):
     from harness.config import compose_run
+    from harness.launch import check_launcher, split_overrides
 
     ov = _list_override("methods", args.methods) + _dataset_entries(args.datasets)
-    return compose_run(ov + _overrides(args, ["out", "cache-dir"]))
+    ov += [f"{k}={getattr(args, k)}" for k in ("shards", "stage") if getattr(args, k) is not None]
+    plain, hydra = split_overrides(args.overrides)
+    if hydra and not args.launcher:
+        raise HarnessError(f"override {hydra[0]}: hydra.* overrides need --launcher")
+    args.overrides = plain
+    cfg = compose_run(ov + _overrides(args, ["out", "cache-dir"]))
+    args.overrides = plain + hydra
+    if args.launcher:  # composed and validated by Hydra here, before any job starts
+        check_launcher(cfg, args.launcher, hydra)
+    return cfg
 
 
 def cmd_run(args: argparse.Namespace) -> None:
     from harness.runner import run
 
-    _print_report(run(config_run(args)))
+    cfg = config_run(args)
+    if args.launcher:
+        from harness.launch import launch, split_overrides
+
+        out = launch(cfg, args.launcher, split_overrides(args.overrides)[1])
+    else:
+        out = run(cfg)
+        if cfg.stage == "sr":
+            out = None
+    if out is not None:
+        _print_report(out)
 
 
 def config_eval(args: argparse.Namespace):
@@ -416,6 +466,12 @@ def _comment(path) -> str:
     return " ".join(lines)
 
 
+def cmd_merge(args: argparse.Namespace) -> None:
+    from harness.merge import merge
+
+    _print_report(merge(args.run_dir, args.out))
+
+
 def cmd_list(args: argparse.Namespace) -> None:
     from harness.config import group_options
 
@@ -493,7 +549,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(OmegaConf.to_yaml(CONFIGS[args.command](args)), end="")
             return 0
         commands = {"run": cmd_run, "eval": cmd_eval, "profile": cmd_profile, "list": cmd_list,
-                    "train": cmd_train, "report": cmd_report}  # fmt: skip
+                    "train": cmd_train, "report": cmd_report, "merge": cmd_merge}  # fmt: skip
         commands[args.command](args)
     except HarnessError as e:
         print(f"harness: error: {e}", file=sys.stderr)

@@ -253,6 +253,9 @@ def validate_run(cfg: DictConfig, files: dict[str, str] | None = None) -> None:
         check_node(data["dataset"][d], yaml, DatasetNode, f"dataset.{d}")
         _check_dataset_type(d, data["dataset"][d].get("type", "paired"))
     _check_metrics(data["metrics"])
+    from harness.shards import check_part  # keys of scale-out (imports the datasets)
+
+    check_part(data)
     reference = data["profile"].get("reference")
     if reference is not None and reference not in data["methods"]:
         raise HarnessError(

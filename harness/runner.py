@@ -45,6 +45,7 @@ from harness.methods import DTYPES, METHODS, SRMethod
 from harness.metrics import MetricSuite, Score
 from harness.profiler import load_measured
 from harness.progress import log, progress_bar
+from harness.shards import check_part, dataset_entry, is_partial, profiles_here, selected, shard_of
 from harness.store import Row, RunStore, summarise
 
 
@@ -216,6 +217,14 @@ def _score_sets(store: RunStore, suite: MetricSuite, groups: Sequence[Group], fo
         names = [n for n in wanted if n in g.metrics]
         if not names:
             continue
+        if g.sr_dir is None:  # a shard: a set-level value needs the whole SR folder
+            why = (
+                "set-level metric of a shard: merge the shards (harness merge), then score "
+                "the merged run (harness run --stage score --out MERGED)"
+            )
+            out[(g.method, g.dataset)] = Score(dict.fromkeys(names), dict.fromkeys(names, why))
+            log(f"{g.method} on {g.dataset}: {', '.join(names)} skipped ({why})")
+            continue
         key = f"{g.method}|{g.dataset}|{g.sr_key}"
         if key in saved and set(names) <= set(saved[key]["values"]):
             out[(g.method, g.dataset)] = Score(saved[key]["values"], saved[key]["missing"])
@@ -290,13 +299,24 @@ def run(cfg: DictConfig) -> Path:
     cache_dir = Path(str(cfg.cache_dir)).expanduser()
     chash = config_hash(plain)
     out = Path(str(cfg.out)) if cfg.out else Path("runs") / chash[:12]
+    check_part(plain)
+    stage = str(plain.get("stage", "all"))
+    method_names, dataset_names = selected(plain)  # this job's part (all of it by default)
 
     # Validate everything before any work: options, names, folders, files, weights' presence.
-    methods: list[SRMethod] = [METHODS.get(m)(plain["method"][m]) for m in cfg.methods]
+    methods: list[SRMethod] = [METHODS.get(m)(plain["method"][m]) for m in method_names]
     for m in methods:
         m.check_config()
-    datasets = [build_dataset(plain["dataset"][d], cache_dir) for d in cfg.datasets]
-    digests = {m.card.name: m.weights_digest() for m in methods}  # fails fast on missing weights
+    datasets = [
+        shard_of(build_dataset(plain["dataset"][d], cache_dir), plain) for d in dataset_names
+    ]
+    store = RunStore(out)
+    recorded = None
+    if stage == "score":  # the SR stage recorded its cache keys; its weights need not be here
+        recorded = sr_record(store, chash)
+        digests = {m.card.name: recorded["methods"][m.card.name]["weights_digest"] for m in methods}
+    else:
+        digests = {m.card.name: m.weights_digest() for m in methods}  # fails fast on no weights
     suite = MetricSuite(list(cfg.metrics), device, bool(cfg.metrics_autocast), bool(cfg.strict))
     for name, why in suite.unavailable.items():
         log(f"metric {name} is missing from this run: {why}")
@@ -310,10 +330,10 @@ def run(cfg: DictConfig) -> Path:
                     f"method '{m.card.name}' is x{m.scale} but dataset '{ds.name}' is x{ds.scale}"
                 )
 
-    store = RunStore(out)
     store.claim(OmegaConf.to_yaml(cfg, resolve=True), chash)
     try:
-        _run(cfg, store, datasets, methods, digests, suite, device, dtype, cache_dir, chash)
+        _run(cfg, store, datasets, methods, digests, suite, device, dtype, cache_dir, chash,
+             recorded)  # fmt: skip
     except HarnessError:
         store.discard()  # nothing scored yet: leave nothing behind
         raise
@@ -337,8 +357,14 @@ def _run(
     dtype: torch.dtype,
     cache_dir: Path,
     chash: str,
+    recorded: dict[str, Any] | None = None,
 ) -> None:
+    """The work of ``run`` once everything is validated. ``recorded``: the SR stage's manifest
+    (``stage=score``)."""
     force, seed = bool(cfg.force), int(cfg.seed)
+    plain: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    stage, out = str(plain.get("stage", "all")), store.path
+    method_names, dataset_names = selected(plain)
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     manifest: dict[str, Any] = {
         "command": "run",
@@ -351,6 +377,10 @@ def _run(
         "datasets": {},
         "methods": {},
     }
+    if stage == "score":  # keep the SR stage's record: a killed scoring job can be rerun
+        kept = ("methods", "sr_finished", "merged_from")
+        manifest |= {k: recorded[k] for k in kept if k in recorded}
+        manifest["sr_environment"] = recorded.get("sr_environment", recorded.get("environment"))
     store.write_manifest(manifest)
 
     groups: list[Group] = []
@@ -365,45 +395,101 @@ def _run(
             "hr_dir": str(ds.samples[0].hr.parent.resolve()) if ds.has_hr and len(ds) else None,
             "conversions": ds.conversions,
             "files": ds.manifest(),
-        }
+        } | dataset_entry(ds)
         metrics = [s.name for s in suite.applicable(ds.has_hr)]
         skipped = [n for n in suite.names if n not in metrics]
         if skipped:
             log(f"{ds.name} has no HR images: skipping full-reference {', '.join(skipped)}")
         for m in methods:
-            key_inputs = sr_key_inputs(m, digests[m.card.name], device, dtype, seed, ds)
-            cache = SRCache(cache_dir, m.card.name, key_inputs).open()
-            if cache.swept:
-                log(f"{m.card.name} on {ds.name}: removed {cache.swept} temporary files "
-                    "left by an interrupted run")  # fmt: skip
+            if stage == "score":
+                cache = recorded_cache(recorded, cache_dir, m.card.name, ds)
+                signature = recorded["methods"][m.card.name].get("signature")
+            else:
+                key_inputs = sr_key_inputs(m, digests[m.card.name], device, dtype, seed, ds)
+                cache = SRCache(cache_dir, m.card.name, key_inputs).open()
+                signature = key_inputs["signature"]
+                if cache.swept:
+                    log(f"{m.card.name} on {ds.name}: removed {cache.swept} temporary files "
+                        "left by an interrupted run")  # fmt: skip
             entry = manifest["methods"].setdefault(
                 m.card.name,
                 {
                     "card": m.card.to_dict(),
                     "adapter_version": m.version,
-                    "weights_digest": key_inputs["weights"],
-                    "signature": key_inputs["signature"],
+                    "weights_digest": digests[m.card.name],
+                    "signature": signature,
                     "sr_cache": {},
+                    "sr_keys": {},
                 },
             )
             entry["sr_cache"][ds.name] = str(cache.dir)
-            sr_stage(m, ds, cache, device, dtype, seed, force, loaded)
+            entry["sr_keys"][ds.name] = cache.key
+            if stage != "score":
+                sr_stage(m, ds, cache, device, dtype, seed, force, loaded)
             facts = cache.read_info()
             image_info += [{"method": m.card.name, "dataset": ds.name, "image": s.name}
                            | facts[s.name] for s in ds if s.name in facts]  # fmt: skip
             items = [Item(s.name, cache.path(s.name), s.hr) for s in ds]
-            hr_dir = ds.samples[0].hr.parent if ds.has_hr else None
-            groups.append(Group(m.card.name, ds.name, items, cache.key, metrics, cache.dir, hr_dir))
+            hr_dir = ds.samples[0].hr.parent if ds.has_hr and len(ds) else None
+            sr_dir = None if is_partial(ds) else cache.dir
+            groups.append(Group(m.card.name, ds.name, items, cache.key, metrics, sr_dir, hr_dir))
+
+    if stage != "score":
+        manifest["sr_finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        store.write_manifest(manifest)
+    profile_now = bool(cfg.profile.enabled) and profiles_here(plain)
+    if cfg.profile.enabled and not profile_now:
+        log("profiling skipped: " + ("the scoring stage has no methods loaded" if stage == "score"
+            else "in a fan-out the job with the first dataset's shard 0 profiles"))  # fmt: skip
+    if stage == "sr":
+        if profile_now:
+            _profile(store, methods, cfg, device, dtype)
+        log(f"SR stage done; score the cached images with --stage score --out {out}")
+        return out
 
     if image_info:
         store.write_prompts(image_info)
     rows, sets = _score_groups(
         store, suite, groups, force, int(cfg.metric_batch_size), int(cfg.metric_workers)
     )
-    if cfg.profile.enabled:
+    if profile_now and stage == "all":
         _profile(store, methods, cfg, device, dtype)
-    extra = {"command": "run", "methods": list(cfg.methods), "datasets": list(cfg.datasets)}
+    extra = {"command": "run", "methods": method_names, "datasets": dataset_names}
     _finish(store, suite, groups, rows, sets, chash, extra, manifest)
+
+
+def sr_record(store: RunStore, chash: str) -> dict[str, Any]:
+    """The manifest of a finished SR stage in ``store`` (``--stage score`` reads its keys)."""
+    recorded = store.read_manifest()
+    if not recorded or not recorded.get("sr_finished"):
+        raise HarnessError(
+            f"{store.path}: no finished SR stage recorded in manifest.json; run the same "
+            "command with --stage sr first (same --out)"
+        )
+    if recorded.get("config_hash") != chash:
+        raise HarnessError(
+            f"{store.path}: its SR stage ran another config (hash "
+            f"{str(recorded.get('config_hash'))[:12]} != {chash[:12]})"
+        )
+    return recorded
+
+
+def recorded_cache(recorded: dict[str, Any], cache_dir: Path, method: str, ds) -> SRCache:
+    """The SR cache folder the SR stage wrote for (method, dataset), complete for ``ds``."""
+    key = recorded["methods"].get(method, {}).get("sr_keys", {}).get(ds.name)
+    if key is None:
+        raise HarnessError(
+            f"manifest.json: the SR stage did not compute {method} on {ds.name}; run it with "
+            "--stage sr first"
+        )
+    cache = SRCache.existing(cache_dir, method, key)
+    missing = [s.name for s in ds if not cache.has(s.name)]
+    if missing:
+        raise HarnessError(
+            f"{cache.dir}: {len(missing)} of {len(ds)} SR images of {method} on {ds.name} "
+            f"missing (e.g. {missing[0]}); rerun --stage sr"
+        )
+    return cache
 
 
 def _profile(

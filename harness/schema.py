@@ -78,6 +78,15 @@ class _Common:
 
 
 @dataclass(frozen=True)
+class PartConfig:
+    """``part.*``: the part of a run one job computes (``harness.shards``); null: all of it."""
+
+    method: str | None = None
+    dataset: str | None = None
+    shard: int | None = opt(None, min=0)
+
+
+@dataclass(frozen=True)
 class RunConfig(_Common):
     """Top level of ``configs/run.yaml``."""
 
@@ -89,6 +98,9 @@ class RunConfig(_Common):
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     method: dict[str, Any] = field(default_factory=dict)  # one node per selected method
     dataset: dict[str, Any] = field(default_factory=dict)  # one node per selected dataset
+    stage: Literal["sr", "score", "all"] = opt("all", flag="--stage")
+    shards: int = opt(1, min=1, flag="--shards")
+    part: PartConfig = field(default_factory=PartConfig)
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from typing import Any
 from harness import __version__
 from harness.errors import HarnessError
 from harness.imageio import sweep_temporary, write_text
+from harness.locking import file_lock, lock_fd
 
 SUMMARY_SCHEMA = "harness.summary/1"
 EFFICIENCY_SCHEMA = "harness.efficiency/1"
@@ -89,6 +90,9 @@ class RunStore:
             )
         write_text(self.path / "config.yaml", config_yaml)
 
+    def read_manifest(self) -> dict[str, Any] | None:
+        return self._read_json_or_none("manifest.json")
+
     def discard(self) -> None:
         """Remove a directory this process created when its run failed before scoring anything
         (a failed validation leaves nothing behind); a directory with results is kept."""
@@ -122,7 +126,11 @@ class RunStore:
         self.journal.unlink(missing_ok=True)
 
     def append(self, rows: Iterable[Row]) -> None:
+        """Append rows as whole lines. Under the journal's lock: another process appending to
+        the same journal (two runs into one directory) never interleaves with these lines."""
         with open(self.journal, "a", encoding="utf-8") as f:
+            lock_fd(f.fileno())  # released when the file is closed
+            f.seek(0, os.SEEK_END)
             if f.tell() and not self._ends_with_newline():
                 f.write("\n")  # isolate a torn line left by a kill
             for row in rows:
@@ -173,7 +181,11 @@ class RunStore:
         return self._read_json_or_none("set_scores.json") or {}
 
     def write_set_scores(self, data: dict[str, Any]) -> None:
-        write_text(self.path / "set_scores.json", json.dumps(data, indent=2) + "\n")
+        """Add ``data``'s entries to ``set_scores.json`` (read, update, write under a lock, so
+        entries another process wrote meanwhile are kept)."""
+        with file_lock(self.path / ".set_scores.lock"):
+            merged = self.read_set_scores() | data
+            write_text(self.path / "set_scores.json", json.dumps(merged, indent=2) + "\n")
 
     def read_efficiency(self) -> dict[str, Any] | None:
         return self._read_json_or_none("efficiency.json")

@@ -53,6 +53,9 @@ RULES: list[tuple[str, str]] = [
     (r"^harness train\b", "dry-run"),  # a training run takes minutes
     (r"^torchrun .*-m harness ", "dry-run"),  # multi-process launch: the harness part
     (r"^python3? benchmarks/\S+\.py\b", "help"),  # benchmarks take minutes and ../shared data
+    # fan-outs: no cluster here, and worker processes take long; Hydra composes and checks the
+    # launcher's config in the dry run (tests/test_scaleout.py runs the joblib fan-out)
+    (r"^harness run .*--launcher ", "dry-run"),
 ]  # fmt: skip
 # treatment of a harness subcommand that no rule names
 DEFAULTS = {"run": "auto", "eval": "auto", "profile": "auto", "list": "run", "report": "run",
