@@ -3,7 +3,7 @@
 The key is the sha256 of: method name, adapter version, the method's resolved config, its
 weights digest, the output-relevant run settings (device type, dtype; see
 ``SRMethod.output_signature``), the seed (only for methods whose output depends on it,
-``SRMethod.stochastic``), and the dataset manifest hash. Layout::
+``MethodCard.stochastic``), and the dataset manifest hash. Layout::
 
     <cache_dir>/sr/<method>/<key[:16]>/key.json      the key's inputs, for humans
     <cache_dir>/sr/<method>/<key[:16]>/<image>.png   one SR image per LR image

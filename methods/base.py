@@ -84,9 +84,6 @@ class SRMethod(ABC):
 
     card: ClassVar[MethodCard]
     version: ClassVar[str] = "1"
-    # True when the output depends on the run seed (sampling noise): only then is the seed part
-    # of the SR cache key, so a deterministic method is not recomputed for another seed.
-    stochastic: ClassVar[bool] = False
 
     def __init__(self, cfg: Mapping[str, Any] | None = None) -> None:
         self.cfg: dict[str, Any] = dict(cfg or {})

@@ -1,5 +1,6 @@
 """A user's own data: --datasets PATH, eval --lr checks, input conversions, cache hygiene."""
 
+import dataclasses
 import json
 import os
 import time
@@ -193,9 +194,12 @@ def test_seed_keys_the_cache_only_for_stochastic_methods(cache_dir, tmp_path, cl
     capsys.readouterr()
     assert _run(cli, *data, "--out", tmp_path / "s1", "seed=1") == 0
     assert "2 SR images reused from cache, 0 to compute" in capsys.readouterr().err
-    Bicubic.stochastic = True
+    card, upscale = Bicubic.card, Bicubic.upscale
+    Bicubic.card = dataclasses.replace(card, stochastic=True)  # the key reads the card
+    Bicubic.upscale = lambda self, lr, seeds=None: upscale(self, lr)  # seeds ignored
     try:
         assert _run(cli, *data, "--out", tmp_path / "s2", "seed=2") == 0
         assert "0 SR images reused from cache, 2 to compute" in capsys.readouterr().err
     finally:
-        Bicubic.stochastic = False
+        Bicubic.card = card
+        del Bicubic.upscale  # back to the inherited one
