@@ -170,7 +170,7 @@ def _datasets(entries: list[str]) -> tuple[list[str], list[str], dict[str, str]]
         files[key] = FOLDER
         overrides += [
             f"+dataset@dataset.{key}={FOLDER}",
-            f"dataset.{key}.name={key}",
+            f"dataset.{key}.name={quote(key)}",
             f"dataset.{key}.root={quote(str(path.resolve()))}",
         ]
     _check_unique("dataset", names, entries)
@@ -226,7 +226,7 @@ def compose_run(overrides: list[str]) -> DictConfig:
     _check_unique("method", methods, methods)
     datasets, dataset_overrides, files = _datasets(entries)
     plain = [o for o, p in zip(plain, plain_parsed) if p.key_or_group != "datasets"]
-    plain.append(f"datasets=[{','.join(datasets)}]")
+    plain.append(f"datasets=[{','.join(quote(d) for d in datasets)}]")  # 'nan', 'true': strings
     groups = [f"+method@method.{m}={m}" for m in methods] + dataset_overrides
     nodes = {"method": {m: yaml_defaults("method", m) for m in methods},
              "dataset": {d: yaml_defaults("dataset", files[d]) for d in datasets}}  # fmt: skip

@@ -1,5 +1,6 @@
 """A user's own data: --datasets PATH, eval --lr checks, input conversions, cache hygiene."""
 
+import dataclasses
 import json
 import os
 import time
@@ -196,7 +197,6 @@ def test_seed_keys_the_cache_only_for_stochastic_methods(
     capsys.readouterr()
     assert _run(cli, *data, "--out", tmp_path / "s1", "seed=1") == 0
     assert "2 SR images reused from cache, 0 to compute" in capsys.readouterr().err
-    import dataclasses
 
     class Seeded(Bicubic):  # declared stochastic: upscale takes per-image seeds
         card = dataclasses.replace(Bicubic.card, stochastic=True)

@@ -143,6 +143,8 @@ def _import(folder: Path, chosen: list[WeightEntry], data_root: str | None) -> i
             missing += 1
             continue
         print(f"imported   {e.id:22s} {install(src, e, data_root)}")
+    if missing == len(chosen):  # nothing imported: a wrong folder, not a partial import
+        raise HarnessError(f"{folder}: none of the {len(chosen)} weight files is in this folder")
     if missing:
         print(f"{missing} of {len(chosen)} files not found in {folder}")
     return 0
