@@ -150,6 +150,17 @@ def write_clip_tokenizer_files(vocab_path: Path, merges_path: Path) -> None:
     write_text(merges_path, "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n")
 
 
+def bundled_tokenizer():
+    """SD2's tokenizer from :func:`write_clip_tokenizer_files` (random-weight and test builds):
+    the files go to a temporary folder that is removed once the tokenizer has read them."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="harness-sd-tokenizer-") as tmp:
+        vocab, merges = Path(tmp, "vocab.json"), Path(tmp, "merges.txt")
+        write_clip_tokenizer_files(vocab, merges)
+        return load_tokenizer(vocab, merges)
+
+
 def load_tokenizer(vocab: Path, merges: Path):
     """SD2's tokenizer: CLIP BPE, 77 tokens, padded with ``!`` (id 0)."""
     from transformers import CLIPTokenizer

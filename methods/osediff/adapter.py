@@ -261,11 +261,7 @@ class OSEDiff(SRMethod):
         tiny = self._opt("arch", "paper") == "tiny"
         if random_init:
             net = OSEDiffNet(cfg)
-            import tempfile
-
-            folder = Path(tempfile.mkdtemp(prefix="harness-sd-tokenizer-"))
-            sd.write_clip_tokenizer_files(folder / "vocab.json", folder / "merges.txt")
-            self.tokenizer = sd.load_tokenizer(folder / "vocab.json", folder / "merges.txt")
+            self.tokenizer = sd.bundled_tokenizer()
         else:
             from harness.methods.osediff.weights import build
 

@@ -146,11 +146,7 @@ def build_teacher(
     if folder:
         tokenizer = sd.load_tokenizer(files["vocab"], files["merges"])
     else:
-        import tempfile
-
-        tmp = Path(tempfile.mkdtemp(prefix="harness-sd-tokenizer-"))
-        sd.write_clip_tokenizer_files(tmp / "vocab.json", tmp / "merges.txt")
-        tokenizer = sd.load_tokenizer(tmp / "vocab.json", tmp / "merges.txt")
+        tokenizer = sd.bundled_tokenizer()
     tagger, fixed = None, None
     if prompt == "auto":
         prompt = "dape" if _dape_files() is not None else "zeros"
