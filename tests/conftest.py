@@ -66,10 +66,23 @@ def fabricated_weights() -> Path:
 
 @pytest.fixture(scope="session")
 def default_run(cache_dir, tmp_path_factory) -> Path:
-    """The README's default `harness run` (embedded set, bicubic and Lanczos, PSNR/SSIM, profiler
-    on), done once per session. Read-only: tests that alter it work on a copy."""
+    """The README's default `harness run` (embedded set, bicubic, Lanczos and Real-ESRGAN,
+    PSNR/SSIM, profiler on), done once per session: minutes on a 2-core CPU, so for slow tests
+    only. Read-only: tests that alter it work on a copy."""
     from harness.cli import main
 
     out = tmp_path_factory.mktemp("default-run") / "run"
     assert main(["run", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def classic_run(cache_dir, tmp_path_factory) -> Path:
+    """The default run without its learned method (embedded set, bicubic and Lanczos, PSNR/SSIM,
+    profiler on): a real run directory in seconds, done once per session. Read-only: tests that
+    alter it work on a copy."""
+    from harness.cli import main
+
+    out = tmp_path_factory.mktemp("classic-run") / "run"
+    assert main(["run", "--methods", "bicubic,lanczos", "--out", str(out)]) == 0
     return out

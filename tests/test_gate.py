@@ -1,6 +1,7 @@
 """harness gate: regressions fail (exit 1), the baseline itself passes, latency only compares
-like with like. Runs are real (the session's default embedded run); regressions are made by
-editing a copy of its files, as a broken commit would change them."""
+like with like. Runs are real (the session's bicubic + Lanczos embedded run; the committed
+baseline against the full default run, slow); regressions are made by editing a copy of its files,
+as a broken commit would change them."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ ADCSR_TINY = ROOT / "benchmarks" / "baselines" / "gate-adcsr-tiny.json"
 
 
 @pytest.fixture
-def run_copy(default_run, tmp_path) -> Path:
+def run_copy(classic_run, tmp_path) -> Path:
     out = tmp_path / "run"
-    shutil.copytree(default_run, out)
+    shutil.copytree(classic_run, out)
     return out
 
 
@@ -42,11 +43,12 @@ def _result(summary: dict, method: str) -> dict:
     return next(r for r in summary["results"] if r["method"] == method)
 
 
+@pytest.mark.slow
 def test_committed_baseline_passes_on_the_default_run(default_run, cli, capsys):
     assert cli("gate", "--baseline", COMMITTED, default_run) == 0
     out = capsys.readouterr().out
     assert "PASS" in out and "FAIL" not in out
-    # the committed baseline gates real values: every metric of both methods, params exactly
+    # the committed baseline gates real values: every metric of every method, params exactly
     assert out.count("ok       ") >= 4 + 2
     assert "not gated by this baseline" in out  # shared CPU runners: latency is not a gate
 

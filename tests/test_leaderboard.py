@@ -1,8 +1,8 @@
 """harness leaderboard: the site from real runs (in headless Chromium), validation of bundles.
 
-Inputs are real: the session's default embedded run, and `harness eval` on its cached bicubic
-outputs under the method name `<script>alert(1)</script>`. Rejected bundles are copies of the
-real run with one thing changed, as a careless or dishonest submitter would change it.
+Inputs are real: the session's bicubic + Lanczos embedded run, and `harness eval` on its cached
+bicubic outputs under the method name `<script>alert(1)</script>`. Rejected bundles are copies of
+the real run with one thing changed, as a careless or dishonest submitter would change it.
 """
 
 from __future__ import annotations
@@ -27,34 +27,27 @@ XSS = "<script>alert(1)</script>"
 # ----------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def xss_eval(default_run, cache_dir, tmp_path_factory) -> Path:
+def _eval_outputs(run: Path, cache_dir: Path, method: str, name: str, out: Path) -> Path:
+    """`harness eval` of ``method``'s cached outputs in ``run`` under the method name ``name``."""
     from harness.cli import main
 
-    manifest = json.loads((default_run / "manifest.json").read_text())
-    sr = manifest["methods"]["bicubic"]["sr_cache"]["embedded"]
+    manifest = json.loads((run / "manifest.json").read_text())
+    sr = manifest["methods"][method]["sr_cache"]["embedded"]
     data = cache_dir / "datasets" / "embedded-v1"
-    out = tmp_path_factory.mktemp("xss") / "eval"
-    argv = [
-        "eval",
-        "--sr",
-        sr,
-        "--hr",
-        str(data / "HR"),
-        "--lr",
-        str(data / "LR"),
-        "--name",
-        XSS,
-        "--out",
-        str(out),
-        "dataset_name=embedded",
-    ]
+    argv = ["eval", "--sr", sr, "--hr", str(data / "HR"), "--lr", str(data / "LR"),
+            "--name", name, "--out", str(out), "dataset_name=embedded"]  # fmt: skip
     assert main(argv) == 0
     return out
 
 
 @pytest.fixture(scope="module")
-def lb_config(default_run, tmp_path_factory) -> Path:
+def xss_eval(classic_run, cache_dir, tmp_path_factory) -> Path:
+    return _eval_outputs(classic_run, cache_dir, "bicubic", XSS,
+                         tmp_path_factory.mktemp("xss") / "eval")  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def lb_config(classic_run, tmp_path_factory) -> Path:
     """A leaderboard config whose protocol is pinned from the default run by the CLI itself."""
     from harness.cli import main
 
@@ -64,7 +57,7 @@ def lb_config(default_run, tmp_path_factory) -> Path:
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        assert main(["leaderboard", "protocol", str(default_run)]) == 0
+        assert main(["leaderboard", "protocol", str(classic_run)]) == 0
     head = {
         "schema": "harness.leaderboard-config/1",
         "title": "Embedded x4",
@@ -85,9 +78,9 @@ def _png(path: Path, colour=(200, 30, 30)) -> None:
 
 
 @pytest.fixture(scope="module")
-def run_with_figure(default_run, tmp_path_factory) -> Path:
+def run_with_figure(classic_run, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("fig") / "run"
-    shutil.copytree(default_run, out)
+    shutil.copytree(classic_run, out)
     _png(out / "report" / "figures" / "psnr_vs_latency.png")
     return out
 
@@ -125,27 +118,26 @@ def _edit_json(path: Path, change) -> None:
 # ----------------------------------------------------------------------------- the site
 
 
-def test_eval_with_lr_records_the_named_datasets_hash(default_run, xss_eval):
+def test_eval_with_lr_records_the_named_datasets_hash(classic_run, xss_eval):
     """`eval --lr` identifies the dataset exactly as `run` does, so both rank in one table."""
-    a = json.loads((default_run / "manifest.json").read_text())["datasets"]["embedded"]
+    a = json.loads((classic_run / "manifest.json").read_text())["datasets"]["embedded"]
     b = json.loads((xss_eval / "manifest.json").read_text())["datasets"]["embedded"]
     assert a["manifest_hash"] == b["manifest_hash"] and a["files"] == b["files"]
 
 
-def test_site_data_ranks_and_stamps_the_protocol(site, lb_config, default_run):
+def test_site_data_ranks_and_stamps_the_protocol(site, lb_config, classic_run):
     data = json.loads((site / "leaderboard.json").read_text())
     assert data["schema"] == "harness.leaderboard/1" and data["version"] == "2025.1"
     assert [t["dataset"] for t in data["tables"]] == ["embedded"]
     table = data["tables"][0]
     assert [m["name"] for m in table["metrics"]] == ["ssim", "psnr"]
     entries = table["entries"]
-    summary = json.loads((default_run / "summary.json").read_text())
+    summary = json.loads((classic_run / "summary.json").read_text())
     ssim = {r["method"]: r["metrics"]["ssim"]["mean"] for r in summary["results"]}
     # ranked by SSIM, higher first; the eval of bicubic's outputs ties with bicubic
     assert [e["method"] for e in entries][0] == "lanczos"
-    assert [e["rank"] for e in entries] == [1, 2, 2, 4]  # realesrgan last on SSIM
+    assert [e["rank"] for e in entries] == [1, 2, 2]
     assert {e["method"] for e in entries[1:3]} == {"bicubic", XSS}
-    assert entries[3]["method"] == "realesrgan"
     assert entries[0]["values"]["ssim"] == ssim["lanczos"]
     lanczos = entries[0]
     assert lanczos["efficiency"]["params"] == 0 and lanczos["efficiency"]["latency_median_s"] > 0
@@ -157,7 +149,7 @@ def test_site_data_ranks_and_stamps_the_protocol(site, lb_config, default_run):
         "color_space": "ycbcr",
     }
     html = (site / "index.html").read_text()
-    manifest = json.loads((default_run / "manifest.json").read_text())
+    manifest = json.loads((classic_run / "manifest.json").read_text())
     for stamp in (
         manifest["datasets"]["embedded"]["manifest_hash"],
         "0.1.16",
@@ -207,12 +199,26 @@ def test_rebuild_replaces_a_leaderboard_but_not_other_folders(
     assert len(json.loads((copy / "leaderboard.json").read_text())["runs"]) == 1
 
 
-def test_build_refuses_to_rank_different_metric_settings(default_run, tmp_path, cli, capsys):
-    other = _copy(default_run, tmp_path / "other")
+def test_ties_share_a_rank_and_the_next_rank_skips(
+    run_with_figure, xss_eval, lb_config, classic_run, cache_dir, tmp_path, cli
+):
+    """Competition ranking: two ties give 1, 1, 3, 3 (an eval of Lanczos' outputs ties with
+    Lanczos, the XSS-named eval of bicubic's with bicubic)."""
+    copy = _eval_outputs(classic_run, cache_dir, "lanczos", "lanczos-copy", tmp_path / "copy")
+    out = tmp_path / "site"
+    assert cli("leaderboard", "build", "--config", lb_config, "--out", out, run_with_figure,
+               xss_eval, copy) == 0  # fmt: skip
+    [table] = json.loads((out / "leaderboard.json").read_text())["tables"]
+    ranks = {e["method"]: e["rank"] for e in table["entries"]}
+    assert ranks == {"lanczos": 1, "lanczos-copy": 1, "bicubic": 3, XSS: 3}
+
+
+def test_build_refuses_to_rank_different_metric_settings(classic_run, tmp_path, cli, capsys):
+    other = _copy(classic_run, tmp_path / "other")
     _edit_json(
         other / "summary.json", lambda s: s["metrics"][1]["options"].update(color_space="yiq")
     )
-    assert cli("leaderboard", "build", "--out", tmp_path / "s", default_run, other) == 2
+    assert cli("leaderboard", "build", "--out", tmp_path / "s", classic_run, other) == 2
     err = capsys.readouterr().err
     assert "metric ssim computed with other options" in err and "never ranked together" in err
     assert not (tmp_path / "s").exists()
@@ -229,10 +235,10 @@ def test_build_refuses_to_rank_different_metric_settings(default_run, tmp_path, 
         ("- just\n- a list\n", "expected a mapping"),
     ],
 )
-def test_config_is_validated(default_run, tmp_path, cli, capsys, text, message):
+def test_config_is_validated(classic_run, tmp_path, cli, capsys, text, message):
     cfg = tmp_path / "leaderboard.yaml"
     cfg.write_text(text)
-    assert cli("leaderboard", "build", "--config", cfg, "--out", tmp_path / "s", default_run) == 2
+    assert cli("leaderboard", "build", "--config", cfg, "--out", tmp_path / "s", classic_run) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
 
@@ -370,14 +376,14 @@ def _zip(src: Path, dest: Path, top: str = "run/", extra: dict[str, bytes] | Non
     return dest
 
 
-def test_valid_bundles_are_accepted(default_run, xss_eval, lb_config, tmp_path, cli, capsys):
-    for bundle in (default_run, xss_eval, _zip(default_run, tmp_path / "b.zip")):
+def test_valid_bundles_are_accepted(classic_run, xss_eval, lb_config, tmp_path, cli, capsys):
+    for bundle in (classic_run, xss_eval, _zip(classic_run, tmp_path / "b.zip")):
         code, out = _validate(cli, capsys, bundle, lb_config)
         assert code == 0 and out.startswith("accepted:"), out
 
 
-def _tampered(default_run, tmp_path, edit) -> Path:
-    bundle = _copy(default_run, tmp_path / "bundle")
+def _tampered(classic_run, tmp_path, edit) -> Path:
+    bundle = _copy(classic_run, tmp_path / "bundle")
     edit(bundle)
     return bundle
 
@@ -531,15 +537,15 @@ def _yaml_object(b):
         (_fake_png, "figures/plot.png: not a PNG file"),
         (_symlink, "figures/plot.png: symbolic link"),
         (_missing_file, "per_image.csv: missing"),
-        (_dropped_row, "per_image.csv: 5 rows for realesrgan on embedded, summary.json says 6"),
+        (_dropped_row, "per_image.csv: 5 rows for lanczos on embedded, summary.json says 6"),
         (_yaml_object, "config.yaml: invalid YAML (could not determine a constructor"),
     ],
     ids=lambda x: getattr(x, "__name__", "")[1:] if callable(x) else "",
 )
 def test_tampered_bundle_is_rejected_with_one_line(
-    default_run, lb_config, tmp_path, cli, capsys, edit, reason
+    classic_run, lb_config, tmp_path, cli, capsys, edit, reason
 ):
-    bundle = _tampered(default_run, tmp_path, edit)
+    bundle = _tampered(classic_run, tmp_path, edit)
     code, err = _validate(cli, capsys, bundle, lb_config)
     assert code == 1, err
     assert len(err.splitlines()) == 1 and err.startswith(f"rejected: {bundle}: ")
@@ -547,8 +553,8 @@ def test_tampered_bundle_is_rejected_with_one_line(
     assert len(err) < 400
 
 
-def test_wrong_dataset_hash_rejected_in_a_zip_too(default_run, lb_config, tmp_path, cli, capsys):
-    bundle = _tampered(default_run, tmp_path, _other_images)
+def test_wrong_dataset_hash_rejected_in_a_zip_too(classic_run, lb_config, tmp_path, cli, capsys):
+    bundle = _tampered(classic_run, tmp_path, _other_images)
     code, err = _validate(cli, capsys, _zip(bundle, tmp_path / "b.zip"), lb_config)
     assert code == 1 and "is not the leaderboard's" in err
 
@@ -563,17 +569,17 @@ def test_wrong_dataset_hash_rejected_in_a_zip_too(default_run, lb_config, tmp_pa
         ("run/\x1b]0;owned\x07.json", "path leaves the bundle or is malformed"),
     ],
 )
-def test_zip_slip_is_rejected(default_run, tmp_path, cli, capsys, name, reason):
-    bundle = _zip(default_run, tmp_path / "b.zip", extra={name: b"{}"})
+def test_zip_slip_is_rejected(classic_run, tmp_path, cli, capsys, name, reason):
+    bundle = _zip(classic_run, tmp_path / "b.zip", extra={name: b"{}"})
     code, err = _validate(cli, capsys, bundle)
     assert code == 1 and reason in err
     assert not (tmp_path.parent / "evil.json").exists()
 
 
-def test_zip_entry_larger_than_its_limit(default_run, tmp_path, cli, capsys):
+def test_zip_entry_larger_than_its_limit(classic_run, tmp_path, cli, capsys):
     # compresses to a few kB; the declared size is what is refused, before reading
     bundle = _zip(
-        default_run,
+        classic_run,
         tmp_path / "b.zip",
         top="",
         extra={"figures/bomb.png": b"\x89PNG\r\n\x1a\n" + bytes(9 << 20)},
@@ -583,14 +589,14 @@ def test_zip_entry_larger_than_its_limit(default_run, tmp_path, cli, capsys):
     assert code == 1 and "figures/bomb.png: 9437192 bytes (limit 8388608 per figure)" in err
 
 
-def test_pickles_in_a_bundle_are_never_loaded(default_run, tmp_path, cli, capsys):
+def test_pickles_in_a_bundle_are_never_loaded(classic_run, tmp_path, cli, capsys):
     target = tmp_path / "PWNED"
 
     class Evil:
         def __reduce__(self):
             return (Path.touch, (target,))
 
-    bundle = _copy(default_run, tmp_path / "bundle")
+    bundle = _copy(classic_run, tmp_path / "bundle")
     (bundle / "weights.pkl").write_bytes(pickle.dumps(Evil()))
     (bundle / "figures").mkdir()
     (bundle / "figures" / "x.pt").write_bytes(pickle.dumps(Evil()))
@@ -605,18 +611,18 @@ def test_pickles_in_a_bundle_are_never_loaded(default_run, tmp_path, cli, capsys
     )
 
 
-def test_pinned_weights_digest(default_run, tmp_path, cli, capsys):
+def test_pinned_weights_digest(classic_run, tmp_path, cli, capsys):
     cfg = tmp_path / "lb.yaml"
     cfg.write_text("protocol:\n  weights: {bicubic: 'ab12'}\n")
-    code, err = _validate(cli, capsys, default_run, cfg)
+    code, err = _validate(cli, capsys, classic_run, cfg)
     assert code == 1 and "bicubic weights_digest '' is not the leaderboard's 'ab12'" in err
 
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "leaderboard" / "example.yaml"
 
 
-def test_bundle_without_the_leaderboards_datasets_is_rejected(default_run, cli, capsys):
-    code, err = _validate(cli, capsys, default_run, EXAMPLE)
+def test_bundle_without_the_leaderboards_datasets_is_rejected(classic_run, cli, capsys):
+    code, err = _validate(cli, capsys, classic_run, EXAMPLE)
     assert code == 1 and "no results on this leaderboard's datasets (drealsr)" in err
 
 
