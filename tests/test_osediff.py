@@ -205,6 +205,7 @@ def test_batch_equals_one_at_a_time(method):
     assert (both - one).abs().max() <= 1 / 255 + 1e-6
 
 
+@pytest.mark.slow
 def test_colour_fix_variants_differ(files, method):
     lr = _lr(16, 16, seed=1)
     outs = {"adain": _run(method, lr)}
@@ -247,6 +248,7 @@ def test_latent_sample_follows_each_images_seed(files, method):
     assert (a - _run(method, lr)).abs().max() > 4 / 255  # the sample is not the mode
 
 
+@pytest.mark.slow
 def test_tiling_runs_in_the_pipeline_and_can_be_switched_off(files):
     """LR 40 -> 160 px -> 20x20 latent: small tiles force latent tiling (12, overlap 4), VAE
     encoder tiles (64 px) and decoder tiles (8 latent px); ``tiling=false`` runs whole images.
@@ -450,6 +452,7 @@ def test_weights_manifest_fetches_osediff_files():
         assert set(dape.DapeTagger.weight_ids) <= chosen
 
 
+@pytest.mark.slow
 def test_profile_counts_with_and_without_the_prompt_model():
     """The tiny random DAPE tagger's parameters and MACs are exactly what prompt=dape adds."""
     from harness.methods.dape import DapeTagger
@@ -484,6 +487,7 @@ def test_profile_counts_with_and_without_the_prompt_model():
     assert tag_macs > 0 and with_p["macs_fvcore"] == without["macs_fvcore"] + tag_macs
 
 
+@pytest.mark.slow
 def test_run_writes_each_images_prompt(files, cache_dir, tmp_path, cli):
     """The runner records what last_info() reports per image: prompts.jsonl, also when the
     SR images come from the cache on a second run."""

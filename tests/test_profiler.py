@@ -41,6 +41,26 @@ def test_measure_excludes_warmup_and_counts_runs():
     assert t.peak_memory_bytes >= t.baseline_memory_bytes > 0
 
 
+def test_slow_warmup_calls_stay_out_of_the_timed_runs(monkeypatch):
+    """Warm-up calls made slow on purpose (5 s each on a fake clock, as a first call that
+    compiles or fills caches would be): no timed run and no run count sees them."""
+    from harness.profiler import timing
+
+    clock, calls = [0.0], []
+
+    def fn():
+        calls.append(1)
+        clock[0] += 5.0 if len(calls) <= 3 else 0.01
+
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: clock[0])
+    fixed = measure(fn, torch.device("cpu"), runs=5, warmup=3)
+    assert fixed.runs == pytest.approx([0.01] * 5) and fixed.median == pytest.approx(0.01)
+    calls.clear()
+    auto = measure(fn, torch.device("cpu"), warmup=3, max_time=0.5)  # count from the 1st run
+    assert len(auto.runs) == timing.run_count(0.01, 3, 0.5, timing.MAX_RUNS) == 50
+    assert max(auto.runs) == pytest.approx(0.01)
+
+
 def test_quantiles_and_iqr():
     t = Timing([4.0, 1.0, 3.0, 2.0, 5.0], 0, "x", 0, "x", 0)
     assert t.median == 3.0

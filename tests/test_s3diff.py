@@ -143,6 +143,7 @@ def test_official_files_load_strictly_and_give_4x(method, official):
     assert torch.equal(method.net.unet.conv_in.weight, pkl["state_dict_unet"]["conv_in.weight"])
 
 
+@pytest.mark.slow
 def test_same_bytes_twice_and_the_seed_matters(method, official):
     assert S3Diff.card.stochastic  # the runner passes per-image seeds
     lr = torch.rand(1, 3, 20, 20, generator=torch.Generator().manual_seed(3))
@@ -186,6 +187,7 @@ def test_posterior_sample_is_the_official_draw(method):
         assert (ours - posterior.mean * 0.18215).abs().max() > 0.01  # the noise plays a part
 
 
+@pytest.mark.slow
 def test_batch_matches_single_images(method):
     lrs = torch.rand(2, 3, 16, 24, generator=torch.Generator().manual_seed(4))
     batch = method.upscale(lrs, seeds=[7, 8])
@@ -303,6 +305,7 @@ def test_latent_tiles_cover_every_position_and_blend_to_identity():
     assert torch.allclose(tiled_latent(lambda t: t, narrow, Tiling()), narrow, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_tiled_vae_with_one_tile_equals_the_whole_image():
     torch.manual_seed(0)
     net = S3DiffNet(S3DiffConfig.tiny())
@@ -323,6 +326,7 @@ def test_tiled_vae_with_one_tile_equals_the_whole_image():
 # ----------------------------------------------------------------------------- the harness
 
 
+@pytest.mark.slow
 def test_harness_run_on_a_folder(official, cache_dir, tmp_path, cli):
     import numpy as np
 
@@ -345,6 +349,7 @@ def test_harness_run_on_a_folder(official, cache_dir, tmp_path, cli):
     assert "S3Diff" in manifest and "deviations" in manifest
 
 
+@pytest.mark.slow
 def test_profile_random_init(tmp_path, cli):
     import csv
 

@@ -131,8 +131,13 @@ def test_one_step_matches_the_formulas(official, pad):
     assert (out - expected).abs().max() < 1e-4
 
 
-@pytest.mark.parametrize("size,pad", [((24, 20), 8), ((64, 64), 8), ((70, 33), 8),
-                                      ((5, 9), 64), ((1, 3), 64)])  # fmt: skip
+_SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("size,pad", [
+    ((24, 20), 8), pytest.param((64, 64), 8, marks=_SLOW), pytest.param((70, 33), 8, marks=_SLOW),
+    pytest.param((5, 9), 64, marks=_SLOW), ((1, 3), 64),
+])  # fmt: skip
 def test_any_lr_size_gives_4x_in_range(official, size, pad):
     h, w = size
     with torch.no_grad():
@@ -148,6 +153,7 @@ def test_reflect_pad_reflects_like_the_official_padding():
     assert small.shape[-2:] == (64, 64) and torch.equal(small[..., 3, :9], small[..., 5, :9])
 
 
+@pytest.mark.slow
 def test_same_bytes_twice_and_seed_matters(official):
     m = _method(official)
     lr = _lr(2)
@@ -245,6 +251,7 @@ def _run_stage(method, files, order, cache_dir, batch_size):
     return {files[i].stem: cache.path(files[i].stem).read_bytes() for i in order}
 
 
+@pytest.mark.slow
 def test_an_images_output_depends_on_nothing_but_itself(official, tmp_path):
     """Through the runner: each image alone, reversed in a batch of 4, shuffled in a batch of
     4: the same PNG bytes for every image."""
@@ -295,6 +302,7 @@ def test_tile_origins_follow_the_official_splitter():
     assert tile_starts(512, 256, 224) == [0, 224, 256]
 
 
+@pytest.mark.slow
 def test_tiles_are_sampled_apart_and_averaged(official):
     """LR 40x36 with 32/28 tiles: origins (0, 8) x (0, 4). The top-left corner is covered by
     the first tile only, which takes the image's first noise draw."""
@@ -339,6 +347,7 @@ def test_math_and_sdpa_autoencoder_attention_agree(official):
 # ----------------------------------------------------------------------------- through the CLI
 
 
+@pytest.mark.slow
 def test_harness_run_on_the_embedded_set(cache_dir, official, tmp_path, cli):
     out = tmp_path / "run"
     rc = cli("run", "--methods", "sinsr", "--out", out, "method.arch=tiny",
@@ -379,6 +388,7 @@ def test_missing_weights_fail_before_any_work(tmp_path, cli, capsys):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_profile_random_init_counts_the_tiny_network(tmp_path, cli):
     out = tmp_path / "prof"
     rc = cli("profile", "--methods", "sinsr", "--random-init", "--lr-size", "16", "--out", out,
