@@ -74,6 +74,20 @@ class MethodCard:
         return asdict(self)
 
 
+def load_strict(net: torch.nn.Module, state: Mapping[str, torch.Tensor], who: str, arch: str):
+    """``net.load_state_dict(state, strict=True)``; a mismatch becomes a one-line
+    :class:`HarnessError` naming the method, the architecture and torch's first line."""
+    from harness.errors import HarnessError
+
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise HarnessError(
+            f"{who}: weights do not fit the '{arch}' architecture ({first})"
+        ) from None
+
+
 class SRMethod(ABC):
     """Base class of every method adapter.
 

@@ -20,7 +20,7 @@ from harness.checkpoints import file_digest, load_tensors, tensors_only
 from harness.errors import HarnessError
 from harness.methods.adcsr.arch import AdcSRConfig, AdcSRNet
 from harness.methods.adcsr.convert import from_official
-from harness.methods.base import MethodCard, SRMethod, WeightFile
+from harness.methods.base import MethodCard, SRMethod, WeightFile, load_strict
 
 HF = "https://huggingface.co/Guaishou74851/AdcSR"
 MULTIPLE = 16  # PixelUnshuffle(2) then three stride-2 downsamplers
@@ -142,15 +142,7 @@ class AdcSR(SRMethod):
         super().load(device, dtype, random_init)
         net = self.build_model()
         if not random_init:
-            try:
-                net.load_state_dict(self._state_dict(), strict=True)
-            except RuntimeError as e:
-                first = str(e).strip().splitlines()
-                arch = self.cfg.get("arch", "paper")
-                raise HarnessError(
-                    f"adcsr: weights do not fit the '{arch}' architecture "
-                    f"({first[0] if first else e})"
-                ) from None
+            load_strict(net, self._state_dict(), "adcsr", str(self.cfg.get("arch", "paper")))
         self.net = net.to(device=device, dtype=dtype).eval()
         self._fast, self._compiled = False, None
         if self.cfg.get("fast", False):

@@ -31,7 +31,7 @@ import torch
 
 from harness.checkpoints import file_digest, load_tensors, tensors_only
 from harness.errors import HarnessError
-from harness.methods.base import MethodCard, SRMethod, WeightFile
+from harness.methods.base import MethodCard, SRMethod, WeightFile, load_strict
 from harness.methods.realesrgan import ncnn, package
 from harness.methods.realesrgan.arch import RRDBConfig, RRDBNet, conv_shapes
 
@@ -218,14 +218,7 @@ class RealESRGAN(SRMethod):
         super().load(device, dtype, random_init)
         net = self.build_model()
         if not random_init:
-            try:
-                net.load_state_dict(self._state_dict(), strict=True)
-            except RuntimeError as e:
-                first = (str(e).strip().splitlines() or [""])[0]
-                raise HarnessError(
-                    f"realesrgan: weights do not fit the '{self._arch_name()}' architecture "
-                    f"({first})"
-                ) from None
+            load_strict(net, self._state_dict(), "realesrgan", self._arch_name())
             self._resolved = None  # drop the weights (found again if ever needed)
         # channels-last: oneDNN's convolutions are ~17% faster on a CPU (outputs within 1e-5)
         self.net = net.to(device=device, dtype=dtype, memory_format=torch.channels_last).eval()
