@@ -212,3 +212,37 @@ def test_nan_metric_values_are_reported_missing(cache_dir, tmp_path, cli, monkey
     psnr = result["metrics"]["psnr"]
     assert psnr["mean"] is None and psnr["missing"] == 1 and "NaN" in psnr["reason"]
     assert "n/a" in (out / "report.md").read_text()
+
+
+# ----------------------------------------------------------------------------- FID end to end
+
+
+@pytest.mark.slow  # ~1.4 GB of fabricated metric weights
+def test_fid_through_harness_run_end_to_end(fabricated_weights, cache_dir, tmp_path, cli, capsys):
+    """FID is a set metric: `harness run --metrics psnr,fid` scores it once per (method,
+    dataset) on the cached SR folder against the HR folder, writes it to summary.json (not
+    per_image.csv), equals a direct MetricSuite.score_sets on the same folders, and a rerun
+    reuses it from set_scores.json."""
+    from harness.metrics import MetricSuite
+
+    out = tmp_path / "run"
+    argv = ("run", "--methods", "bicubic", "--metrics", "psnr,fid", "--out", out,
+            "profile.enabled=false")  # fmt: skip
+    assert cli(*argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    [row] = [r for r in summary["results"] if r["method"] == "bicubic"]
+    fid = row["metrics"]["fid"]["mean"]
+    assert np.isfinite(fid) and fid > 0
+    with open(out / "per_image.csv") as f:
+        header = next(csv.reader(f))
+    assert "fid" not in header and "psnr" in header
+    [(key, saved)] = json.loads((out / "set_scores.json").read_text()).items()
+    assert key.startswith("bicubic|embedded|") and saved["values"]["fid"] == fid
+    methods = json.loads((out / "manifest.json").read_text())["methods"]
+    sr_dir = methods["bicubic"]["sr_cache"]["embedded"]
+    direct = MetricSuite(["fid"]).score_sets(sr_dir, cache_dir / "datasets/embedded-v1/HR")
+    assert fid == direct.values["fid"]
+    capsys.readouterr()
+    assert cli(*argv) == 0
+    assert "fid reused from set_scores.json" in capsys.readouterr().err
+    assert json.loads((out / "summary.json").read_text())["results"] == summary["results"]

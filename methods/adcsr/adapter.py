@@ -53,8 +53,9 @@ class AdcSR(SRMethod):
             ),
         ),
         deviations=(
-            "LR sides that are not multiples of 16 are reflect-padded and the output cropped "
-            "(the official code fails on them, AdcSR issue #22).",
+            "LR sides that are not multiples of 16 are reflect-padded (replicate-padded when "
+            "the padding is not smaller than the side, where reflection is undefined) and the "
+            "output cropped (the official code fails on them, AdcSR issue #22).",
             "Skip connections live in a local list, not a module-global one: re-entrant and "
             "torch.compile-able; outputs unchanged.",
             "Colour matching (official, on by default) can be switched off: color_match=false.",
