@@ -1,7 +1,9 @@
 """AdcSR: exact size, compression as slicing, official checkpoint layout, independent forward."""
 
+import importlib.util
 import math
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,6 +12,12 @@ import torch.nn.functional as F
 from harness.errors import HarnessError
 from harness.methods.adcsr import AdcSR, AdcSRConfig, AdcSRNet
 from harness.methods.adcsr.convert import compress_unet
+
+_kit_spec = importlib.util.spec_from_file_location(
+    "adcsrkit", Path(__file__).with_name("adcsrkit.py")
+)
+adcsrkit = importlib.util.module_from_spec(_kit_spec)
+_kit_spec.loader.exec_module(adcsrkit)
 
 GROUPS = (32, 24, 16, 12, 8, 6, 4, 2, 1)
 TINY_TEACHER = dict(
@@ -295,12 +303,15 @@ def test_wrong_key_layout_is_refused(tmp_path, official):
 
 
 def test_harness_checkpoint_runs_through_harness_run(cache_dir, tmp_path, cli):
+    """The cached SR images are the checkpoint's network on their LR images (official
+    post-processing). Mutation caught: the adapter not loading ``method.weights``."""
     from safetensors.torch import save_file
 
     from harness.imageio import write_png
 
     torch.manual_seed(4)
-    sd = AdcSRNet(AdcSRConfig.tiny()).state_dict()
+    net = AdcSRNet(AdcSRConfig.tiny())
+    sd = net.state_dict()
     save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp_path / "tiny.safetensors"))
     for name in ("a", "b"):  # a small folder dataset keeps this quick (the paper size is slow)
         img = torch.rand(16, 16, 3, generator=torch.Generator().manual_seed(ord(name))) * 255
@@ -315,6 +326,7 @@ def test_harness_checkpoint_runs_through_harness_run(cache_dir, tmp_path, cli):
     assert rc == 0
     rows = (out / "per_image.csv").read_text().strip().splitlines()
     assert len(rows) == 3 and rows[1].startswith("adcsr,small,")
+    assert adcsrkit.check_cached_sr(out, "small", tmp_path / "small" / "LR", net) == 2
 
 
 def test_missing_weights_fail_fast_through_cli(tmp_path, cli, capsys):

@@ -77,3 +77,30 @@ def test_official_files_are_converted_once_across_loads(official, tmp_path, monk
     assert calls == [1]
     assert len(list(tmp_path.glob("adcsr-harness-*.safetensors"))) == 1
     assert all(torch.equal(nets[0][k], nets[1][k]) for k in nets[0])
+
+
+def test_two_threads_upscale_the_same_bytes_as_one_after_the_other(tiny):
+    """The card's re-entrancy claim through the adapter: two threads upscaling different images
+    at the same time give what sequential calls give. Mutation caught: the skip connections in
+    a module-global list, as in the official code (threads push into and pop from each other's
+    list: wrong pixels, or a size mismatch raised in a thread)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    m, _ = tiny
+    gen = torch.Generator().manual_seed(21)
+    images = [torch.rand(1, 3, 16, 32, generator=gen), torch.rand(1, 3, 32, 16, generator=gen)]
+    with torch.no_grad():
+        sequential = [m.upscale(x) for x in images]
+    barrier = threading.Barrier(2)
+
+    def call(x):
+        barrier.wait()  # start together, so the two forwards overlap
+        with torch.no_grad():
+            return m.upscale(x)
+
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(4):
+            concurrent = list(pool.map(call, images))
+            for a, b in zip(concurrent, sequential):
+                assert torch.equal(a, b)

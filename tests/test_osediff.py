@@ -393,6 +393,25 @@ def test_dape_prompts_from_the_tagger_files_end_to_end(files, tmp_path):
     assert all(want) and prompts == [f"{t}, ," for t in want]
 
 
+def test_teacher_stays_frozen_and_its_latent_does_not_depend_on_call_history():
+    """AdcSR's stage 2 calls ``sd_latent`` (adapters off) between ``latent`` calls; peft turns
+    the adapters' grad flags on when re-enabling them, and a grad flag changes how
+    ``torch.matmul`` rounds the encoder's attention LoRA. A resumed training run calls
+    ``latent`` first, the straight run after ``sd_latent``: both must give the same bits."""
+    from harness.methods.osediff.teacher import build_teacher
+
+    teacher = build_teacher(OSEDiffConfig.tiny(), prompt="zeros")
+    # a batch of two: the rounding differs where matmul batches the strided input (CPU)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(5)) * 2 - 1
+    with torch.no_grad():
+        first = teacher.latent(x)
+        plain = teacher.sd_latent(x)
+        again = teacher.latent(x)
+    assert torch.equal(first, again)
+    assert not any(p.requires_grad for p in teacher.net.parameters())
+    assert not torch.allclose(plain * 0.18215, first)  # the encoder LoRA was really switched off
+
+
 @pytest.mark.parametrize("key,value", [("prompt", "tags"), ("color_fix", "hist"),
                                        ("latent", "noise"), ("precision", "fp8"),
                                        ("arch", "huge")])  # fmt: skip

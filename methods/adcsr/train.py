@@ -20,10 +20,8 @@ called at t=999 with the prompt embedding. Adam (G lr 1e-4 halved at ``lr_halve_
 logged (official issue #32) instead of poisoning the weights.
 
 Everything is deterministic on the CPU: batches are a function of the step (``TrainPairs``),
-checkpoints hold model, optimizer, scaler and RNG state, and a resumed run is meant to reproduce
-the uninterrupted one bit for bit. Known regression: since stage 2 takes its teacher from the
-``osediff`` adapter, a resumed stage-2 run's first step differs from the uninterrupted run's by
-about 1e-6 relative (``test_resume_gives_bit_identical_next_steps`` is marked xfail until fixed).
+checkpoints hold model, optimizer, scaler and RNG state, and a resumed run reproduces
+the uninterrupted one bit for bit.
 """
 
 from __future__ import annotations

@@ -65,6 +65,7 @@ class Teacher:
         self.fixed = fixed
         self.base_unet = dict(base_unet) if base_unet is not None else net.base_unet_state()
         net.tiling.enabled = False
+        net.eval().requires_grad_(False)  # frozen: outputs must not depend on grad flags
 
     def to(self, device: torch.device) -> Teacher:
         self.net.to(device)
@@ -93,10 +94,18 @@ class Teacher:
         return self.net.encode(x)
 
     def sd_latent(self, x: torch.Tensor) -> torch.Tensor:
-        """The plain SD VAE's latent mean (unscaled) of an image in [-1, 1]: adapters off."""
+        """The plain SD VAE's latent mean (unscaled) of an image in [-1, 1]: adapters off.
+
+        Leaves the network as it found it, ``requires_grad`` flags included: peft's
+        ``enable_adapters(True)`` marks the adapter weights trainable, and with a weight that
+        requires grad ``torch.matmul`` takes another kernel path for the strided 3-D input of
+        the encoder's attention LoRA, so :meth:`latent` would round differently before and
+        after the first call here (a resumed run's first step would not match the straight
+        run's)."""
         from peft.tuners.tuners_utils import BaseTunerLayer
 
         layers = [m for m in self.net.vae.modules() if isinstance(m, BaseTunerLayer)]
+        flags = [(p, p.requires_grad) for p in self.net.vae.parameters()]
         for m in layers:
             m.enable_adapters(False)
         try:
@@ -104,6 +113,8 @@ class Teacher:
         finally:
             for m in layers:
                 m.enable_adapters(True)
+            for p, flag in flags:
+                p.requires_grad_(flag)
 
     def x0(self, z: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         """One step at t=999 and the DDPM x0 (scaled latent, fp32)."""
