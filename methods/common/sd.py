@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -266,7 +267,9 @@ def add_lora(
 
     names = list(dict.fromkeys(targets))  # the official lists repeat names; peft does not care
     config = LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights=init, target_modules=names)
-    model.add_adapter(config, adapter_name=adapter_name)
+    with warnings.catch_warnings():  # several adapters on one model are the official design
+        warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+        model.add_adapter(config, adapter_name=adapter_name)
 
 
 def set_active_adapters(model: nn.Module, names: Sequence[str]) -> None:
