@@ -119,14 +119,14 @@ def main() -> None:
     from harness.config import compose_run
     from harness.methods.adcsr import AdcSRConfig, AdcSRNet
     from harness.runner import run
-    from harness.weights.fabricate import MAKERS, fabricate
+    from harness.weights.fabricate import fabricate, metric_ids
 
     device = torch.device(args.device)
     names = [n for n in PAPER if not (args.no_maniqa and n.startswith("maniqa"))]
     manifest = Path(os.environ["HARNESS_WEIGHTS"]) / "fabricated-manifest.json"
     if not manifest.is_file():
         print("fabricating random metric weights (scores will be meaningless) ...", flush=True)
-        fabricate(list(MAKERS), manifest)
+        fabricate(metric_ids(), manifest)
     os.environ["HARNESS_WEIGHTS_MANIFEST"] = str(manifest)
 
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))

@@ -47,13 +47,13 @@ def main() -> None:
     from harness.config import compose_eval
     from harness.metrics import METRICS, MetricSuite
     from harness.runner import evaluate
-    from harness.weights.fabricate import MAKERS, fabricate
+    from harness.weights.fabricate import fabricate, metric_ids
 
     names = [n for n in PAPER if not (args.no_maniqa and n.startswith("maniqa"))]
     manifest = Path(os.environ["HARNESS_WEIGHTS"]) / "fabricated-manifest.json"
     if not manifest.is_file():
         print("fabricating random weights (scores will be meaningless) ...")
-        fabricate(list(MAKERS), manifest)
+        fabricate(metric_ids(), manifest)
     os.environ["HARNESS_WEIGHTS_MANIFEST"] = str(manifest)
 
     work = Path(tempfile.mkdtemp(prefix="bench-suite-"))

@@ -74,11 +74,11 @@ def main() -> None:
 
     if not args.skip_metrics:
         from harness.metrics import MetricSuite
-        from harness.weights.fabricate import MAKERS, fabricate
+        from harness.weights.fabricate import fabricate, metric_ids
 
         manifest = Path(os.environ["HARNESS_WEIGHTS"]) / "fabricated-manifest.json"
         if not manifest.is_file():
-            fabricate([k for k in MAKERS if "maniqa" not in k and "vit" not in k], manifest)
+            fabricate([k for k in metric_ids() if "maniqa" not in k and "vit" not in k], manifest)
         os.environ["HARNESS_WEIGHTS_MANIFEST"] = str(manifest)
         names = ["lpips", "dists", "musiq", "clipiqa"]
         suite = MetricSuite(names, dev)

@@ -53,13 +53,11 @@ def cli():
 def fabricated_weights() -> Path:
     """Random weights for every learned metric, in the real formats and places (~1.4 GB, ~20 s),
     with their manifest activated. Scores from them are meaningless; the code paths are real."""
-    from harness.weights.fabricate import MAKERS, fabricate
-    from harness.weights.manifest import load_manifest
+    from harness.weights.fabricate import fabricate, metric_ids
 
     manifest = _WEIGHTS / "fabricated-manifest.json"
-    if not manifest.is_file():  # metric weights only: method files (harness:<method>) are big
-        entries = load_manifest()
-        fabricate([i for i in MAKERS if not entries[i].location.startswith("harness:")], manifest)
+    if not manifest.is_file():  # metric weights only: method files are big
+        fabricate(metric_ids(), manifest)
     os.environ["HARNESS_WEIGHTS_MANIFEST"] = str(manifest)
     return manifest
 

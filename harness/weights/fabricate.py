@@ -141,25 +141,112 @@ def _fid_inception(path: Path) -> None:
     _save_torch(_half(net.state_dict()), path)
 
 
+_made: set[tuple[str, bool]] = set()  # (group, tiny) written in this fabricate() call
+
+
+def _group(name: str, write: Callable[[bool, int], None]) -> Callable[..., None]:
+    """A maker for one file of a group that one network writes together (a method's files):
+    the first file asked for writes them all, the others find them written."""
+
+    def make(path: Path, tiny: bool = False, seed: int = 0) -> None:
+        if (name, tiny) not in _made:
+            write(tiny, seed)
+            _made.add((name, tiny))
+
+    return make
+
+
+def _place(src: Path, dest: Path) -> None:
+    """Move a written file to its managed place, appearing there only complete."""
+    import os
+    import shutil
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".fabricating")
+    shutil.move(src, part)  # a copy when ``dest`` is on another file system
+    os.replace(part, dest)
+
+
 _OSEDIFF_ROLES = {"osediff-checkpoint": "checkpoint", "sd21base-unet": "unet",
                   "sd21base-vae": "vae", "sd21base-text-encoder": "text_encoder",
                   "sd21base-vocab": "vocab", "sd21base-merges": "merges"}  # fmt: skip
-_made_osediff: set[bool] = set()  # sizes written in this process (one call writes all files)
 
 
-def _osediff(path: Path, tiny: bool = False) -> None:
+def _osediff(tiny: bool, seed: int) -> None:
     """All OSEDiff files at once (one random network: osediff.pkl in the official layout, the
     SD2.1-base components in fp16, the tokenizer from CLIP's BPE table); ``tiny`` shrinks it."""
     from harness.methods.osediff.arch import OSEDiffConfig
     from harness.methods.osediff.weights import random_net, write_files
 
-    if tiny in _made_osediff and path.is_file():
-        return  # written together with the other OSEDiff files of this call
     entries = load_manifest()
     paths = {role: path_of(entries[i]) for i, role in _OSEDIFF_ROLES.items()}
     cfg = OSEDiffConfig.tiny() if tiny else OSEDiffConfig.paper()
-    write_files(random_net(cfg, seed=0), paths, half=True)
-    _made_osediff.add(tiny)
+    write_files(random_net(cfg, seed=seed), paths, half=True)
+
+
+ADCSR_IDS = ("adcsr-net", "adcsr-halfdecoder")
+
+
+def _adcsr(tiny: bool, seed: int) -> None:
+    """net_params_200.pkl and halfDecoder.ckpt in the released layout (aliased UNet blocks,
+    Lightning-style decoder checkpoint), fp16, from one random ``AdcSRNet``."""
+    from harness.methods.adcsr.arch import AdcSRConfig
+    from harness.methods.adcsr.convert import random_net, write_official
+
+    cfg = AdcSRConfig.tiny() if tiny else AdcSRConfig.paper()
+    folder = path_of(load_manifest()[ADCSR_IDS[0]]).parent
+    write_official(folder, random_net(cfg, seed).state_dict(), seed=seed + 1, half=True)
+
+
+S3DIFF_IDS = ("s3diff-model", "s3diff-de-net", "sd-turbo-unet", "sd-turbo-vae",
+              "sd-turbo-text-encoder", "sd-turbo-tok-vocab", "sd-turbo-tok-merges",
+              "sd-turbo-tok-special", "sd-turbo-tok-config")  # fmt: skip
+
+
+def _s3diff(tiny: bool, seed: int) -> None:
+    """s3diff.pkl and de_net.pth into the s3diff folder, SD-Turbo (weights in fp16, configs,
+    tokenizer) into its Hugging Face cache snapshot, from one random ``S3DiffNet``."""
+    import tempfile
+
+    from harness.methods.s3diff.arch import S3DiffConfig
+    from harness.methods.s3diff.convert import write_official
+    from harness.weights.manager import location_dir, weights_root
+
+    entries = load_manifest()
+    s3_dest = path_of(entries["s3diff-model"]).parent
+    sd_dest = location_dir(entries["sd-turbo-unet"])
+    cfg = S3DiffConfig.tiny() if tiny else S3DiffConfig.paper()
+    weights_root().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=weights_root(), prefix=".fabricate-") as tmp:
+        sd_dir, s3_dir = write_official(tmp, cfg, seed=seed, half=True)
+        for src_dir, dest in ((sd_dir, sd_dest), (s3_dir, s3_dest)):
+            for src in sorted(p for p in src_dir.rglob("*") if p.is_file()):
+                _place(src, dest / src.relative_to(src_dir))
+
+
+SINSR_IDS = ("sinsr-unet", "sinsr-vq-f4")
+
+
+def _sinsr(tiny: bool, seed: int) -> None:
+    """SinSR_v1.pth and autoencoder_vq_f4.pth in the official layouts, fp16."""
+    from harness.methods.sinsr.arch import SwinUNetConfig, VQConfig
+    from harness.methods.sinsr.checkpoint import random_weights, save_official
+
+    cfgs = (SwinUNetConfig.tiny(), VQConfig.tiny()) if tiny else (SwinUNetConfig.paper(),
+                                                                  VQConfig.paper())  # fmt: skip
+    unet, vq = (_half(sd) for sd in random_weights(*cfgs, seed=seed))
+    save_official(path_of(load_manifest()[SINSR_IDS[0]]).parent, unet, vq)
+
+
+def _realesrgan_official(tiny: bool, seed: int) -> None:
+    """RealESRGAN_x4plus.pth: the RRDBNet under ``params_ema``, as released (fp16 here)."""
+    from harness.methods.realesrgan.arch import RRDBConfig, RRDBNet
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = RRDBNet(RRDBConfig.tiny() if tiny else RRDBConfig.paper())
+    _save_torch({"params_ema": _half(net.state_dict())},
+                path_of(load_manifest()["realesrgan-official"]))  # fmt: skip
 
 
 def _dape(entry_id: str) -> Callable[[Path], None]:
@@ -183,13 +270,27 @@ MAKERS: dict[str, Callable[..., None]] = {
     "pyiqa-maniqa-koniq": _maniqa,
     "clip-rn50": _clip_rn50,
     "pyiqa-fid-inception": _fid_inception,
-    **{i: _osediff for i in _OSEDIFF_ROLES},
+    **{i: _group("osediff", _osediff) for i in _OSEDIFF_ROLES},
     **{
         i: _dape(i)
         for i in ("ram-swin-large-14m", "dape-lora", "ram-tag-list", "ram-tag-list-threshold")
     },  # fmt: skip
+    **{i: _group("adcsr", _adcsr) for i in ADCSR_IDS},
+    **{i: _group("s3diff", _s3diff) for i in S3DIFF_IDS},
+    **{i: _group("sinsr", _sinsr) for i in SINSR_IDS},
+    "realesrgan-official": _group("realesrgan-official", _realesrgan_official),
 }
-SIZED = set(_OSEDIFF_ROLES)  # makers that take tiny=True (tiny architectures, for tests)
+# makers that take tiny=True and seed (tiny architectures, for tests): method weights
+SIZED = {*_OSEDIFF_ROLES, *ADCSR_IDS, *S3DIFF_IDS, *SINSR_IDS, "realesrgan-official"}
+
+
+def metric_ids() -> list[str]:
+    """The makers of metric weights (entries used by metrics only), in :data:`MAKERS` order:
+    what scoring needs, without the methods' multi-gigabyte files."""
+    from harness.metrics import METRICS
+
+    entries = load_manifest()
+    return [i for i in MAKERS if all(u in METRICS for u in entries[i].used_by)]
 
 
 def fabricate(
@@ -201,12 +302,13 @@ def fabricate(
     entries = load_manifest()
     order = [i for i in MAKERS if i in ids]  # dependency order (ViT before MANIQA)
     made: list[WeightEntry] = []
+    _made.clear()
     for i, entry_id in enumerate(order):
         torch.manual_seed(seed + i)
         entry = entries[entry_id]
         path = path_of(entry)
         if entry_id in SIZED:
-            MAKERS[entry_id](path, tiny=tiny)
+            MAKERS[entry_id](path, tiny=tiny, seed=seed)
         else:
             MAKERS[entry_id](path)
         made.append(WeightEntry(**(entry.to_dict() | {

@@ -181,17 +181,29 @@ def _save_torch(obj: Any, path: Path) -> None:
     write_bytes(path, buf.getvalue())
 
 
-def write_official(folder: str | Path, cfg: S3DiffConfig, seed: int = 0) -> tuple[Path, Path]:
+def random_net(cfg: S3DiffConfig, seed: int = 0) -> S3DiffNet:
+    """The random network :func:`write_official` writes (seeds torch's global generator)."""
+    torch.manual_seed(seed)
+    net = S3DiffNet(cfg)
+    _randomise(net, seed)
+    return net
+
+
+def write_official(
+    folder: str | Path, cfg: S3DiffConfig, seed: int = 0, half: bool = False
+) -> tuple[Path, Path]:
     """Random S3Diff weights in the official layouts: ``<folder>/sd-turbo/`` (diffusers
     layout, with configs and the scheduler config the official code reads) and
-    ``<folder>/s3diff/`` (``s3diff.pkl``, ``de_net.pth``). Returns the two folders."""
+    ``<folder>/s3diff/`` (``s3diff.pkl``, ``de_net.pth``). Returns the two folders. The
+    network is :func:`random_net` ``(cfg, seed)``; ``half`` stores every file in fp16
+    (the released SD-Turbo files are fp32; loading upcasts)."""
     from safetensors.torch import save_file
 
     folder = Path(folder)
     sd_dir, s3_dir = folder / "sd-turbo", folder / "s3diff"
-    torch.manual_seed(seed)
-    net = S3DiffNet(cfg)
-    _randomise(net, seed)
+    net = random_net(cfg, seed)
+    if half:
+        net.half()  # in place: no second full-size copy
     sd = net.state_dict()
 
     def part(prefix: str, wrapped: list[str]) -> dict[str, torch.Tensor]:
@@ -214,7 +226,7 @@ def write_official(folder: str | Path, cfg: S3DiffConfig, seed: int = 0) -> tupl
     for k in ("conv_in.weight", "conv_in.bias"):
         unet_base[k] = (
             torch.randn(unet_base[k].shape, generator=torch.Generator().manual_seed(seed + 1)) * 0.1
-        )
+        ).to(unet_base[k].dtype)
     weights = {
         "unet": unet_base,
         "vae": part("vae.", net.vae_lora),
@@ -261,7 +273,7 @@ def write_official(folder: str | Path, cfg: S3DiffConfig, seed: int = 0) -> tupl
         "rank_vae": net.rank_vae,
         "state_dict_unet": state_unet,
         "state_dict_vae": lora("vae."),
-        "w": torch.nn.Parameter(net.W.clone(), requires_grad=False),
+        "w": torch.nn.Parameter(sd["W"].clone(), requires_grad=False),
         "state_embeddings": {
             "state_dict_vae_block": {"weight": sd["vae_block_embeddings.weight"]},
             "state_dict_unet_block": {"weight": sd["unet_block_embeddings.weight"]},

@@ -1,0 +1,237 @@
+"""`harness weights fabricate` for the method weights (AdcSR, S3Diff, SinSR, Real-ESRGAN's
+release file): fabricate through the CLI, `weights check` passes with the fabricated manifest,
+`harness run` uses the files, and the network the adapter loads holds exactly the fabricated
+weights (a wrong key mapping on either side, writing or loading, fails here).
+
+Tiny architectures (``--tiny``, ``method.arch=tiny``). The fast runs use one crop of the embedded
+set (LR 32x32 -> 128x128): tiny S3Diff and SinSR still take ~10-25 s per 128x128 LR on a 2-core
+CPU, so the whole embedded set (6 images) runs under the ``slow`` marker."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+# method (as `harness run` names it), names for `weights fabricate/check`, extra run options
+CASES = {
+    "adcsr": ("adcsr", ()),
+    "s3diff": ("s3diff", ()),
+    "sinsr": ("sinsr", ()),
+    "realesrgan": ("realesrgan-official", ("method.weights=official",)),
+}
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch) -> Path:
+    """An empty weights folder (HARNESS_WEIGHTS, with the torch and Hugging Face caches in it)."""
+    root = tmp_path / "weights"
+    monkeypatch.setenv("HARNESS_WEIGHTS", str(root))
+    monkeypatch.setenv("TORCH_HOME", str(root / "torch"))
+    monkeypatch.setenv("HF_HOME", str(root / "huggingface"))
+    monkeypatch.delenv("HARNESS_WEIGHTS_MANIFEST", raising=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def crop(cache_dir, tmp_path_factory) -> Path:
+    """One pair cut from the embedded set: LR 32x32, HR 128x128 (PATH/LR + PATH/HR)."""
+    from harness.datasets.embedded import materialise
+    from harness.imageio import list_images, read_rgb, write_png
+
+    src = materialise(cache_dir / "datasets")
+    out = tmp_path_factory.mktemp("crop") / "embedded_crop"
+    lr, hr = (list_images(src / sub)[0] for sub in ("LR", "HR"))
+    write_png(out / "LR" / lr.name, read_rgb(lr)[:32, :32])
+    write_png(out / "HR" / hr.name, read_rgb(hr)[:128, :128])
+    return out
+
+
+def _fabricate(cli, tmp_path, name: str) -> Path:
+    manifest = tmp_path / "fabricated.json"
+    assert cli("weights", "fabricate", name, "--tiny", "--manifest-out", manifest) == 0
+    return manifest
+
+
+def _half(sd: dict) -> dict:  # what the files hold (fp16), as the loaded fp32 network has it
+    return {k: v.half().float() if v.is_floating_point() else v for k, v in sd.items()}
+
+
+def _expected(method: str) -> dict[str, dict[str, torch.Tensor]]:
+    """The random networks the tiny fabrication draws (seed 0), per loaded module."""
+    with torch.random.fork_rng(devices=[]):
+        if method == "adcsr":
+            from harness.methods.adcsr.arch import AdcSRConfig
+            from harness.methods.adcsr.convert import random_net
+
+            return {"net": _half(random_net(AdcSRConfig.tiny(), 0).state_dict())}
+        if method == "s3diff":
+            from harness.methods.s3diff.arch import S3DiffConfig
+            from harness.methods.s3diff.convert import random_net
+
+            return {"net": _half(random_net(S3DiffConfig.tiny(), 0).state_dict())}
+        if method == "sinsr":
+            from harness.methods.sinsr.arch import SwinUNetConfig, VQConfig
+            from harness.methods.sinsr.checkpoint import random_weights
+
+            unet, vq = random_weights(SwinUNetConfig.tiny(), VQConfig.tiny(), seed=0)
+            return {"unet": _half(unet), "vq": _half(vq)}
+        from harness.methods.realesrgan.arch import RRDBConfig, RRDBNet
+
+        torch.manual_seed(0)
+        return {"net": _half(RRDBNet(RRDBConfig.tiny()).state_dict())}
+
+
+def _loaded(method: str, home: Path) -> dict[str, dict[str, torch.Tensor]]:
+    """The weights the adapter loads from the fabricated files, as `harness run` finds them."""
+    from harness.methods import METHODS
+
+    cfg = {"arch": "tiny", "weights_dir": str(home / method)}
+    if method == "realesrgan":
+        cfg["weights"] = "official"
+    m = METHODS.get(method)(cfg)
+    m.load(torch.device("cpu"), torch.float32)
+    if method == "sinsr":
+        return {"unet": m.net.unet.state_dict(), "vq": m.net.vq.state_dict()}
+    return {"net": m.net.state_dict()}
+
+
+def _same_weights(loaded: dict, expected: dict) -> None:
+    for part, want in expected.items():
+        got = loaded[part]
+        assert got.keys() == want.keys(), part
+        differ = [k for k in want if not torch.equal(got[k].float(), want[k].float())]
+        assert not differ, (
+            f"{part}: {len(differ)} tensors differ from the fabricated ones: {differ[:3]}"
+        )
+
+
+@pytest.mark.parametrize("method", list(CASES))
+def test_fabricate_check_run_and_load_exactly_the_fabricated_weights(
+    method, home, crop, cache_dir, tmp_path, cli, monkeypatch, capsys
+):
+    name, options = CASES[method]
+    assert cli("weights", "check", name) == 1  # nothing there yet
+    manifest = _fabricate(cli, tmp_path, name)
+    entries = json.loads(manifest.read_text())
+    assert entries and all(e["sha256"] and e["used_by"] == [name] for e in entries)
+    monkeypatch.setenv("HARNESS_WEIGHTS_MANIFEST", str(manifest))
+    capsys.readouterr()
+    assert cli("weights", "check", name) == 0
+    assert "\nok " in capsys.readouterr().out
+    out = tmp_path / "run"
+    argv = ("run", "--methods", method, "--datasets", crop, "--out", out, "method.arch=tiny",
+            "profile.enabled=false", *options)  # fmt: skip
+    assert cli(*argv) == 0
+    [row] = json.loads((out / "summary.json").read_text())["results"]
+    assert row["method"] == method and np.isfinite(row["metrics"]["psnr"]["mean"])
+    _same_weights(_loaded(method, home), _expected(method))
+
+
+# tiny copy of SD2.1-base's UNet (as tests/test_adcsr.py builds its teacher): 0.75 of it is
+# AdcSRConfig.tiny()'s widths
+TINY_TEACHER = dict(
+    sample_size=8, in_channels=4, out_channels=4, layers_per_block=2,
+    block_out_channels=(32, 64, 64, 64), attention_head_dim=(2, 2, 4, 4),
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    cross_attention_dim=32, use_linear_projection=True,
+)  # fmt: skip
+BODY = [f"down_blocks.{i}" for i in range(4)] + ["mid_block"]
+BODY += [f"up_blocks.{i}" for i in range(4)] + ["conv_norm_out", None, "conv_out"]
+
+
+def _tiny_decoder():
+    from diffusers.models.autoencoders.vae import Decoder
+
+    # the official test.py's Decoder, at AdcSRConfig.tiny()'s decoder widths
+    return Decoder(in_channels=4, out_channels=3, up_block_types=["UpDecoderBlock2D"] * 4,
+                   block_out_channels=[8, 16, 24, 24], layers_per_block=2, norm_num_groups=8,
+                   act_fn="silu", norm_type="group", mid_block_add_attention=True)  # fmt: skip
+
+
+def test_adcsr_files_have_the_released_layout(home, tmp_path, cli):
+    """Checked against diffusers' modules, not against our loader: the halfDecoder's
+    ``decoder`` keys load strictly into the official test.py's Decoder, ``module.body.2`` into
+    its mid block, and ``module.body.1`` holds the official surgery's UNet keys, every block
+    again under ``body.<position>`` sharing its tensors."""
+    from diffusers import UNet2DConditionModel
+
+    from harness.checkpoints import load_tensors
+
+    _fabricate(cli, tmp_path, "adcsr")
+    net = load_tensors(home / "adcsr" / "net_params_200.pkl")
+    half = load_tensors(home / "adcsr" / "halfDecoder.ckpt")["state_dict"]
+    decoder = _tiny_decoder()
+    # as test.py: every key containing "decoder", with "decoder." removed, strictly
+    decoder.load_state_dict({k.replace("decoder.", ""): v for k, v in half.items()
+                             if "decoder" in k}, strict=True)  # fmt: skip
+    mid = {k.removeprefix("module.body.2."): v for k, v in net.items()
+           if k.startswith("module.body.2.")}  # fmt: skip
+    decoder.mid_block.load_state_dict(mid, strict=True)
+    teacher = UNet2DConditionModel(**TINY_TEACHER).state_dict()
+    names = {k for k in teacher if not (k.startswith("time_embedding") or "time_emb_proj" in k
+             or ".attn2." in k or ("transformer_blocks" in k and ".norm2." in k))}  # fmt: skip
+    aliases = {k: v for k, v in net.items() if k.startswith("module.body.1.body.")}
+    unet = {k.removeprefix("module.body.1."): v for k, v in net.items()
+            if k.startswith("module.body.1.") and k not in aliases}  # fmt: skip
+    assert set(unet) == names
+    assert len(net) == len(unet) + len(aliases) + len(mid)
+    for key, t in aliases.items():
+        pos, _, rest = key.removeprefix("module.body.1.body.").partition(".")
+        assert unet[f"{BODY[int(pos)]}.{rest}"].data_ptr() == t.data_ptr(), key
+    assert len(aliases) == len(unet) - 2  # all but conv_in (weight, bias)
+
+
+def test_s3diff_sd_turbo_snapshot_loads_with_diffusers_and_transformers(home, tmp_path, cli):
+    """The SD-Turbo files land in the Hugging Face cache snapshot, a folder the official code's
+    ``from_pretrained`` calls read."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from harness.weights.manager import location_dir
+    from harness.weights.manifest import load_manifest
+
+    _fabricate(cli, tmp_path, "s3diff")
+    snap = location_dir(load_manifest()["sd-turbo-unet"])
+    assert snap.is_relative_to(home / "huggingface" / "hub" / "models--stabilityai--sd-turbo")
+    UNet2DConditionModel.from_pretrained(snap, subfolder="unet")
+    AutoencoderKL.from_pretrained(snap, subfolder="vae")
+    CLIPTextModel.from_pretrained(snap, subfolder="text_encoder")
+    ids = CLIPTokenizer.from_pretrained(snap, subfolder="tokenizer")("a photo").input_ids
+    assert ids[0] == 49406 and ids[-1] == 49407  # start and end of text
+    assert not list(home.glob(".fabricate-*"))  # the temporary folder is gone
+
+
+def test_each_fabricate_call_writes_its_files(home, tmp_path, cli, monkeypatch):
+    """Files written together are written once per call, not once per process: a second call
+    into another folder writes there too."""
+    _fabricate(cli, tmp_path, "sinsr")
+    other = tmp_path / "other"
+    monkeypatch.setenv("HARNESS_WEIGHTS", str(other))
+    _fabricate(cli, tmp_path / "2", "sinsr")
+    assert (other / "sinsr" / "SinSR_v1.pth").is_file()
+    assert (other / "sinsr" / "autoencoder_vq_f4.pth").is_file()
+
+
+@pytest.mark.slow  # tiny S3Diff and SinSR on six 128x128 LR images: minutes on a 2-core CPU
+def test_issue_command_on_the_embedded_set_with_tiny_fabricated_weights(
+    home, cache_dir, tmp_path, cli, monkeypatch
+):
+    """`harness run --methods adcsr,s3diff,sinsr` on the embedded set gives every row."""
+    manifests = []
+    for name in ("adcsr", "s3diff", "sinsr"):
+        manifests += json.loads(_fabricate(cli, tmp_path / name, name).read_text())
+    manifest = tmp_path / "all.json"
+    manifest.write_text(json.dumps(manifests))
+    monkeypatch.setenv("HARNESS_WEIGHTS_MANIFEST", str(manifest))
+    out = tmp_path / "run"
+    argv = ("run", "--methods", "adcsr,s3diff,sinsr", "--out", out, "method.arch=tiny",
+            "profile.enabled=false")  # fmt: skip
+    assert cli(*argv) == 0
+    rows = json.loads((out / "summary.json").read_text())["results"]
+    assert sorted(r["method"] for r in rows) == ["adcsr", "s3diff", "sinsr"]
+    assert all(r["dataset"] == "embedded" and r["n_images"] == 6 for r in rows)
