@@ -217,21 +217,27 @@ def test_each_fabricate_call_writes_its_files(home, tmp_path, cli, monkeypatch):
     assert (other / "sinsr" / "autoencoder_vq_f4.pth").is_file()
 
 
-@pytest.mark.slow  # tiny S3Diff and SinSR on six 128x128 LR images: minutes on a 2-core CPU
+@pytest.mark.slow  # four tiny SD-based methods on six 128x128 LR images: minutes on a 2-core CPU
 def test_issue_command_on_the_embedded_set_with_tiny_fabricated_weights(
     home, cache_dir, tmp_path, cli, monkeypatch
 ):
-    """`harness run --methods adcsr,s3diff,sinsr` on the embedded set gives every row."""
+    """`harness run --methods adcsr,osediff,s3diff,sinsr` on the embedded set gives every row
+    (OSEDiff with the empty prompt: DAPE's tagger has no tiny size)."""
+    osediff = ["osediff-checkpoint", "sd21base-unet", "sd21base-vae", "sd21base-text-encoder",
+               "sd21base-vocab", "sd21base-merges"]  # fmt: skip
     manifests = []
-    for name in ("adcsr", "s3diff", "sinsr"):
-        manifests += json.loads(_fabricate(cli, tmp_path / name, name).read_text())
+    for names in (["adcsr"], osediff, ["s3diff"], ["sinsr"]):
+        manifest = tmp_path / names[0] / "fabricated.json"
+        assert cli("weights", "fabricate", *names, "--tiny", "--manifest-out", manifest) == 0
+        manifests += json.loads(manifest.read_text())
     manifest = tmp_path / "all.json"
     manifest.write_text(json.dumps(manifests))
     monkeypatch.setenv("HARNESS_WEIGHTS_MANIFEST", str(manifest))
     out = tmp_path / "run"
-    argv = ("run", "--methods", "adcsr,s3diff,sinsr", "--out", out, "method.arch=tiny",
-            "profile.enabled=false")  # fmt: skip
+    methods = ["adcsr", "osediff", "s3diff", "sinsr"]
+    argv = ("run", "--methods", ",".join(methods), "--out", out, "method.arch=tiny",
+            "method.osediff.prompt=empty", "profile.enabled=false")  # fmt: skip
     assert cli(*argv) == 0
     rows = json.loads((out / "summary.json").read_text())["results"]
-    assert sorted(r["method"] for r in rows) == ["adcsr", "s3diff", "sinsr"]
+    assert sorted(r["method"] for r in rows) == methods
     assert all(r["dataset"] == "embedded" and r["n_images"] == 6 for r in rows)
