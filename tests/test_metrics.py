@@ -151,3 +151,25 @@ def test_failing_metric_is_missing_with_reason_not_zero():
     assert score.values["ssim"] is None
     assert "at least 11x11" in score.missing["ssim"]
     assert score.values["psnr"] is not None
+
+
+def test_set_level_metrics_run_with_one_blas_thread(tmp_path):
+    """FID's sqrtm (scipy, many small BLAS calls) ran 4.5x slower with two OpenBLAS threads
+    than with one on a shared 2-core CPU: set-level metrics get one, and the setting is
+    restored afterwards."""
+    from types import SimpleNamespace
+
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    suite = MetricSuite(["psnr"])
+    seen = []
+    suite.specs.append(SimpleNamespace(name="setlevel", per="set"))
+    suite._scorers["setlevel"] = lambda sr_dir, hr_dir: seen.append(blas_threads()) or 1.0
+    before = blas_threads()
+    score = suite.score_sets(tmp_path, tmp_path)
+    assert score.values == {"setlevel": 1.0}
+    assert seen and set(seen[0]) == {1}
+    assert blas_threads() == before

@@ -199,7 +199,7 @@ class MetricSuite:
             if reason is None:
                 t0 = time.perf_counter()
                 try:
-                    with torch.inference_mode():
+                    with torch.inference_mode(), _one_blas_thread():
                         value = float(self._scorers[spec.name](sr_dir, hr_dir))
                 except Exception as e:
                     reason = f"{spec.name} failed: {_one_line(e)}"
@@ -211,6 +211,15 @@ class MetricSuite:
             if value is None:
                 out.missing[spec.name] = reason or "no value"
         return out
+
+
+def _one_blas_thread():
+    """FID's ``scipy.linalg.sqrtm`` of a 2048x2048 matrix (a Schur decomposition: many small
+    BLAS calls) took 113 s with two OpenBLAS threads and 25 s with one on a shared 2-core CPU
+    (the official chain pays the same 113 s): thread hand-offs cost more than they share."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _one_line(e: BaseException) -> str:
