@@ -11,9 +11,11 @@ start, imports, metric construction, decode, scoring, and for the harness the jo
 and report): the reference as ``python this_script --reference-process``, the harness as
 ``harness eval --sr DIR --hr DIR --metrics psnr,ssim``.
 
-    python benchmarks/bench_metric_stage.py [--sr DIR --hr DIR] [--limit N] [--json FILE]
+    python benchmarks/bench_metric_stage.py [--sr DIR --hr DIR | --embedded] [--limit N]
+        [--json FILE]
 
-Defaults to the 93 DRealSR pairs in ../shared/data/drealsr (OSEDiff outputs vs HR).
+Defaults to the 93 DRealSR pairs in ../shared/data/drealsr (OSEDiff outputs vs HR);
+``--embedded``: the embedded set's 6 HR images against their bicubic x4 SR.
 """
 
 from __future__ import annotations
@@ -105,14 +107,34 @@ def whole_processes(args, n_pairs: int) -> dict:
     return times
 
 
+def embedded_folders(root: Path) -> tuple[Path, Path]:
+    """The embedded set's HR images and bicubic x4 SR of its LR images, as two folders."""
+    from harness.datasets.embedded import embedded
+    from harness.imageio import from_tensor, read_rgb, to_tensor, write_png
+    from harness.methods import METHODS
+
+    ds = embedded(root / "cache")
+    bicubic = METHODS.get("bicubic")({"name": "bicubic", "scale": 4})
+    for s in ds:
+        write_png(root / "sr" / f"{s.name}.png",
+                  from_tensor(bicubic.upscale(to_tensor(read_rgb(s.lr)))[0]))  # fmt: skip
+        shutil.copy(s.hr, root / "hr" / f"{s.name}{s.hr.suffix}")
+    return root / "sr", root / "hr"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sr", type=Path, default=SHARED / "osediff")
     ap.add_argument("--hr", type=Path, default=SHARED / "HR")
+    ap.add_argument("--embedded", action="store_true", help="the embedded set (bicubic SR)")
     ap.add_argument("--limit", type=int, default=0, help="use the first N pairs only")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--reference-process", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.embedded:
+        tmp = tempfile.TemporaryDirectory()
+        (Path(tmp.name) / "hr").mkdir()
+        args.sr, args.hr = embedded_folders(Path(tmp.name))
     pairs = match_by_stem(list_images(args.sr), list_images(args.hr), args.sr, args.hr)
     if args.limit:
         pairs = pairs[: args.limit]

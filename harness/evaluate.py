@@ -7,17 +7,20 @@ back in input order, so journals and tables do not depend on the thread count.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from harness.errors import HarnessError
-from harness.imageio import read_rgb, to_tensor
+from harness.imageio import read_rgb
 from harness.metrics import MetricSuite, Score
+from harness.metrics.images import ImageBatch
 from harness.progress import progress_bar
 
 
@@ -30,7 +33,7 @@ class Item:
     hr: Path | None
 
 
-def _decode(item: Item) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _decode(item: Item) -> tuple[np.ndarray, np.ndarray | None]:
     sr = read_rgb(item.sr)
     hr = read_rgb(item.hr) if item.hr is not None else None
     if hr is not None and hr.shape != sr.shape:
@@ -38,7 +41,7 @@ def _decode(item: Item) -> tuple[torch.Tensor, torch.Tensor | None]:
             f"{item.sr}: size {sr.shape[1]}x{sr.shape[0]} differs from HR {item.hr} "
             f"({hr.shape[1]}x{hr.shape[0]})"
         )
-    return to_tensor(sr), (to_tensor(hr) if hr is not None else None)
+    return sr, hr
 
 
 def default_workers(device: torch.device | str = "cpu") -> int:
@@ -47,6 +50,44 @@ def default_workers(device: torch.device | str = "cpu") -> int:
     if torch.device(device).type != "cpu":
         return 2
     return max(1, min(8, os.cpu_count() or 1))
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+_nothing = contextlib.nullcontext
+
+
+@contextlib.contextmanager
+def worker_threads(
+    workers: int, device: torch.device | str = "cpu", networks: bool = True
+) -> Iterator[int]:
+    """While the stage's ``workers`` threads score images, each gets its share of the cores
+    (yielded), ``cores // workers`` threads and at least one, for BLAS (SSIM's products) and,
+    when ``networks`` run on a CPU, for torch's intra-op pool. Without this each worker's calls
+    spread over all cores and the workers fight over them (on 2 cores, 2 workers x 2 torch
+    threads ran the network metrics slower than one image at a time).
+
+    Torch's pool is left alone for PSNR/SSIM-only suites: PSNR's float32 mean, like pyiqa's,
+    depends on torch's thread count in its last bit (1 float32 ulp, ~4e-6 dB), and the default
+    count is what a per-image pyiqa loop uses. Both settings are restored afterwards."""
+    from threadpoolctl import threadpool_limits
+
+    share = max(1, _cores() // max(1, workers))
+    before = torch.get_num_threads()
+    set_torch = networks and torch.device(device).type == "cpu" and share < before
+    try:
+        if set_torch:
+            torch.set_num_threads(share)
+        with threadpool_limits(limits=share, user_api="blas") if workers > 1 else _nothing():
+            yield share
+    finally:
+        if set_torch:
+            torch.set_num_threads(before)
 
 
 def _chunks(items: Sequence[Item], size: int) -> list[list[Item]]:
@@ -68,8 +109,8 @@ def _score_chunk(suite: MetricSuite, chunk: list[Item]) -> list[tuple[Item, Scor
         ):
             end += 1
         run = decoded[start:end]
-        sr = torch.cat([d[1] for d in run])
-        hr = torch.cat([d[2] for d in run]) if first[2] is not None else None
+        sr = ImageBatch(rgb8=[d[1] for d in run])
+        hr = ImageBatch(rgb8=[d[2] for d in run]) if first[2] is not None else None
         out += [(d[0], score) for d, score in zip(run, suite.score(sr, hr))]
         start = end
     return out
@@ -92,8 +133,13 @@ def score_items(
     """
     chunks = _chunks(items, max(1, batch_size))
     n_workers = max(1, workers if workers else default_workers(suite.device))
-    with progress_bar(label, total=len(items)) as advance:
-        if n_workers == 1 or len(chunks) == 1:
+    if len(chunks) == 1:
+        n_workers = 1
+    with (
+        progress_bar(label, total=len(items)) as advance,
+        worker_threads(n_workers, suite.device, networks=suite.runs_networks),
+    ):
+        if n_workers == 1:
             for chunk in chunks:
                 for item, score in _score_chunk(suite, chunk):
                     on_scored(item, score)

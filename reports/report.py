@@ -111,6 +111,8 @@ def _figures(req: Request, report: Report) -> list[tuple[object, str, str, dict 
 
 
 def _write_figures(req: Request, made, out: Path) -> list[tuple[str, str]]:
+    if not made:
+        return []  # no figures: spare the import of matplotlib (~1 s)
     from harness.reports import compare, figures
 
     embedded = []

@@ -58,11 +58,44 @@ def test_results_are_handed_back_in_input_order_even_when_later_images_finish_fi
 
     class SlowFirst:  # the first images take longest: completion order is the reverse
         device = torch.device("cpu")
+        runs_networks = False
 
         def score(self, sr, hr):
             time.sleep(0.02 * (10 - calls.pop(0)))
-            return [Score({"x": float(sr.mean())}, {}) for _ in range(sr.shape[0])]
+            return [Score({"x": float(sr.tensor().mean())}, {}) for _ in range(len(sr))]
 
     calls = list(range(9))
     seen = _scores(SlowFirst(), pairs, workers=3)
     assert [name for name, _ in seen] == [f"img{i}" for i in range(9)]
+
+
+@pytest.mark.parametrize("networks", [True, False])
+def test_each_worker_gets_its_share_of_the_cores(pairs, networks):
+    """Two workers on a CPU: each scoring call sees BLAS and (with network metrics) torch at
+    cores // 2 threads, not all cores each; PSNR/SSIM-only suites keep torch's default (PSNR's
+    float32 mean follows it, as pyiqa's does). Everything is restored afterwards."""
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from harness.evaluate import _cores
+    from harness.metrics import Score
+
+    seen = []
+
+    class Recording:
+        device = torch.device("cpu")
+        runs_networks = networks
+
+        def score(self, sr, hr):
+            blas = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+            seen.append((torch.get_num_threads(), blas))
+            return [Score({"x": 0.0}, {}) for _ in range(len(sr))]
+
+    torch_before = torch.get_num_threads()
+    blas_before = [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+    share = max(1, _cores() // 2)
+    _scores(Recording(), pairs, workers=2)
+    want_torch = min(share, torch_before) if networks else torch_before
+    assert seen and all(t == want_torch and set(b) == {share} for t, b in seen)
+    assert torch.get_num_threads() == torch_before
+    assert [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"] == blas_before

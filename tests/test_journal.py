@@ -25,6 +25,7 @@ class CountingSuite:
     """Per-image metrics give the SR mean (distinct per image); ``fid`` is a set metric."""
 
     device = torch.device("cpu")
+    runs_networks = False
 
     def __init__(self, names):
         self.specs = [SimpleNamespace(name=n, per="set" if n == "fid" else "image") for n in names]
@@ -41,7 +42,7 @@ class CountingSuite:
 
     def score(self, sr, hr):
         out = []
-        for x in sr:
+        for x in sr.tensor():
             self.scored.append(float(x.mean()))
             out.append(Score({n: float(x.mean()) for n in self.image_names}, {}))
         return out

@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from harness.errors import HarnessError
+from harness.metrics.images import ImageBatch
 from harness.metrics.specs import METRICS, MetricSpec
 
 Scorer = Callable[..., torch.Tensor]
@@ -40,17 +41,19 @@ class _Unavailable(Exception):
 
 
 def _build(spec: MetricSpec, device: torch.device) -> Scorer:
+    """A scorer: ``(sr, hr)`` ImageBatches (``hr`` None for NR metrics) -> values, or for
+    set-level metrics ``(sr_dir, hr_dir)`` -> value."""
     if spec.impl == "harness":
         if dict(spec.options) != {"test_y_channel": True, "color_space": "ycbcr"}:
             raise HarnessError(f"{spec.name}: the harness implementation is Y of YCbCr only")
         if spec.name == "ssim":
-            from harness.metrics.ssim import ssim_y
+            from harness.metrics.ssim import ssim_planes
 
-            return ssim_y
+            return lambda sr, hr: _per_plane(ssim_planes, sr.y255(), hr.y255(), "SSIM")
         if spec.name == "psnr":
-            from harness.metrics.fullref import psnr_y
+            from harness.metrics.fullref import psnr_planes
 
-            return psnr_y
+            return lambda sr, hr: _per_plane(psnr_planes, sr.y(), hr.y(), "PSNR")
         raise HarnessError(f"{spec.name}: no harness implementation")
     options = dict(spec.options)
     if spec.weights:
@@ -82,8 +85,14 @@ def _build(spec: MetricSpec, device: torch.device) -> Scorer:
         return lambda sr_dir, hr_dir: net(str(sr_dir), str(hr_dir), mode=mode, num_workers=0,
                                           verbose=False)  # fmt: skip
     if spec.reference == "FR":
-        return lambda sr, hr: net(sr, hr)
-    return lambda sr, hr: net(sr)
+        return lambda sr, hr: net(sr.tensor(device), hr.tensor(device))
+    return lambda sr, hr: net(sr.tensor(device))
+
+
+def _per_plane(fn, a: list, b: list, what: str) -> torch.Tensor:
+    if a[0].shape != b[0].shape:
+        raise ValueError(f"{what} needs equal shapes, got {a[0].shape} and {b[0].shape}")
+    return torch.tensor([fn(p, q) for p, q in zip(a, b)], dtype=torch.float64)
 
 
 class MetricSuite:
@@ -127,6 +136,13 @@ class MetricSuite:
         """Metrics with one value per image (the columns of per_image.csv)."""
         return [s.name for s in self.specs if s.per == "image"]
 
+    @property
+    def runs_networks(self) -> bool:
+        """Whether a per-image metric of this suite is a torch network (not PSNR/SSIM)."""
+        return any(
+            s.per == "image" and s.impl != "harness" and s.name in self._scorers for s in self.specs
+        )
+
     def applicable(self, has_hr: bool) -> list[MetricSpec]:
         """Full-reference metrics need HR; on LR-only datasets only no-reference ones run."""
         return [s for s in self.specs if has_hr or s.reference == "NR"]
@@ -138,12 +154,15 @@ class MetricSuite:
         return contextlib.nullcontext()
 
     @torch.inference_mode()
-    def score(self, sr: torch.Tensor, hr: torch.Tensor | None) -> list[Score]:
-        """Score a batch: ``sr`` and ``hr`` float32 ``(N, 3, H, W)`` in [0, 1]."""
-        n = sr.shape[0]
+    def score(
+        self, sr: ImageBatch | torch.Tensor, hr: ImageBatch | torch.Tensor | None
+    ) -> list[Score]:
+        """Score a batch: ``sr`` and ``hr`` as :class:`ImageBatch` or float32 ``(N, 3, H, W)``
+        tensors in [0, 1]. Each metric converts the images as it needs (once per batch)."""
+        sr = ImageBatch.of(sr)
+        hr = ImageBatch.of(hr) if hr is not None else None
+        n = len(sr)
         out = [Score({}, {}) for _ in range(n)]
-        sr = sr.to(self.device)
-        hr = hr.to(self.device) if hr is not None else None
         for spec in self.specs:
             if spec.per != "image" or (spec.reference == "FR" and hr is None):
                 continue
@@ -180,7 +199,7 @@ class MetricSuite:
             if reason is None:
                 t0 = time.perf_counter()
                 try:
-                    with torch.inference_mode():
+                    with torch.inference_mode(), _one_blas_thread():
                         value = float(self._scorers[spec.name](sr_dir, hr_dir))
                 except Exception as e:
                     reason = f"{spec.name} failed: {_one_line(e)}"
@@ -192,6 +211,15 @@ class MetricSuite:
             if value is None:
                 out.missing[spec.name] = reason or "no value"
         return out
+
+
+def _one_blas_thread():
+    """FID's ``scipy.linalg.sqrtm`` of a 2048x2048 matrix (a Schur decomposition: many small
+    BLAS calls) took 113 s with two OpenBLAS threads and 25 s with one on a shared 2-core CPU
+    (the official chain pays the same 113 s): thread hand-offs cost more than they share."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _one_line(e: BaseException) -> str:
