@@ -10,6 +10,18 @@ import torch
 
 from harness.imageio import read_rgb, to_tensor
 
+# A tiny copy of SD2.1-base's UNet (the teacher): 0.75 of it is AdcSRConfig.tiny()'s widths.
+TINY_TEACHER = dict(
+    sample_size=8, in_channels=4, out_channels=4, layers_per_block=2,
+    block_out_channels=(32, 64, 64, 64), attention_head_dim=(2, 2, 4, 4),
+    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
+    cross_attention_dim=32, use_linear_projection=True,
+)  # fmt: skip
+# The official net's aliased UNet blocks, in `module.body.1.body.<position>` order.
+BODY = [f"down_blocks.{i}" for i in range(4)] + ["mid_block"]
+BODY += [f"up_blocks.{i}" for i in range(4)] + ["conv_norm_out", None, "conv_out"]
+
 
 def official_sr_levels(net: torch.nn.Module, lr: torch.Tensor) -> torch.Tensor:
     """8-bit levels (as floats) of the official inference on ``lr`` in [0, 1] (sides multiples

@@ -20,13 +20,7 @@ adcsrkit = importlib.util.module_from_spec(_kit_spec)
 _kit_spec.loader.exec_module(adcsrkit)
 
 GROUPS = (32, 24, 16, 12, 8, 6, 4, 2, 1)
-TINY_TEACHER = dict(
-    sample_size=8, in_channels=4, out_channels=4, layers_per_block=2,
-    block_out_channels=(32, 64, 64, 64), attention_head_dim=(2, 2, 4, 4),
-    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    cross_attention_dim=32, use_linear_projection=True,
-)  # fmt: skip
+TINY_TEACHER = adcsrkit.TINY_TEACHER
 LATENT = AdcSRConfig.tiny().latent_channels  # 24
 
 
@@ -89,8 +83,7 @@ def test_compression_is_exactly_the_slice_of_the_teacher(teacher):
 
 # ----------------------------------------------------------------------------- official files
 
-_BODY = [f"down_blocks.{i}" for i in range(4)] + ["mid_block"]
-_BODY += [f"up_blocks.{i}" for i in range(4)] + ["conv_norm_out", None, "conv_out"]
+_BODY = adcsrkit.BODY
 
 
 class _TrainerState:  # stands in for the Lightning objects pickled in halfDecoder.ckpt

@@ -9,6 +9,7 @@ CPU, so the whole embedded set (6 images) runs under the ``slow`` marker."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -131,17 +132,12 @@ def test_fabricate_check_run_and_load_exactly_the_fabricated_weights(
     _same_weights(_loaded(method, home), _expected(method))
 
 
-# tiny copy of SD2.1-base's UNet (as tests/test_adcsr.py builds its teacher): 0.75 of it is
-# AdcSRConfig.tiny()'s widths
-TINY_TEACHER = dict(
-    sample_size=8, in_channels=4, out_channels=4, layers_per_block=2,
-    block_out_channels=(32, 64, 64, 64), attention_head_dim=(2, 2, 4, 4),
-    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-    cross_attention_dim=32, use_linear_projection=True,
-)  # fmt: skip
-BODY = [f"down_blocks.{i}" for i in range(4)] + ["mid_block"]
-BODY += [f"up_blocks.{i}" for i in range(4)] + ["conv_norm_out", None, "conv_out"]
+_kit_spec = importlib.util.spec_from_file_location(
+    "adcsrkit", Path(__file__).with_name("adcsrkit.py")
+)
+adcsrkit = importlib.util.module_from_spec(_kit_spec)
+_kit_spec.loader.exec_module(adcsrkit)
+TINY_TEACHER, BODY = adcsrkit.TINY_TEACHER, adcsrkit.BODY
 
 
 def _tiny_decoder():
