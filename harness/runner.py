@@ -7,6 +7,7 @@ each scored image, and write the final tables atomically from the journal (see `
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import shutil
 import time
@@ -155,6 +156,13 @@ def sr_stage(
                 pending.pop(0).result()
         for f in pending:
             f.result()  # a failed write is an error of the run
+
+
+def _free_memory() -> None:
+    """Return a released method's memory now, not at some later collection."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def _upscale(method, ds, group, lr: torch.Tensor, seed: int) -> list:
@@ -330,6 +338,7 @@ def run(cfg: DictConfig) -> Path:
                     f"method '{m.card.name}' is x{m.scale} but dataset '{ds.name}' is x{ds.scale}"
                 )
 
+    m = None  # the loops' last method: ``_run`` must hold the only references (it releases them)
     store.claim(OmegaConf.to_yaml(cfg, resolve=True), chash)
     try:
         _run(cfg, store, datasets, methods, digests, suite, device, dtype, cache_dir, chash,
@@ -350,7 +359,7 @@ def _run(
     cfg: DictConfig,
     store: RunStore,
     datasets: Sequence[ImageDataset],
-    methods: Sequence[SRMethod],
+    methods: list[SRMethod],
     digests: dict[str, str],
     suite: MetricSuite,
     device: torch.device,
@@ -360,7 +369,8 @@ def _run(
     recorded: dict[str, Any] | None = None,
 ) -> None:
     """The work of ``run`` once everything is validated. ``recorded``: the SR stage's manifest
-    (``stage=score``)."""
+    (``stage=score``). A method is released after its last dataset: replaced in ``methods`` by
+    a fresh, unloaded instance, so no reference keeps its model alive."""
     force, seed = bool(cfg.force), int(cfg.seed)
     plain: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     stage, out = str(plain.get("stage", "all")), store.path
@@ -385,6 +395,7 @@ def _run(
 
     groups: list[Group] = []
     loaded: set[str] = set()
+    caches: dict[tuple[str, str], SRCache] = {}
     image_info: list[dict[str, Any]] = []  # per-image facts from the methods (prompts.jsonl)
     for ds in datasets:
         manifest["datasets"][ds.name] = {
@@ -424,8 +435,24 @@ def _run(
             )
             entry["sr_cache"][ds.name] = str(cache.dir)
             entry["sr_keys"][ds.name] = cache.key
-            if stage != "score":
-                sr_stage(m, ds, cache, device, dtype, seed, force, loaded)
+            caches[m.card.name, ds.name] = cache
+
+    if stage != "score":
+        # One method at a time over every dataset, then released: a run of four diffusion
+        # methods holds one of them in memory at a time, not all four (the profiler reloads).
+        for i, m in enumerate(methods):
+            for ds in datasets:
+                sr_stage(m, ds, caches[m.card.name, ds.name], device, dtype, seed, force, loaded)
+            if m.card.name in loaded:
+                methods[i] = type(m)(m.cfg)
+                loaded.discard(m.card.name)
+                del m
+                _free_memory()
+                log(f"{methods[i].card.name}: released after its last dataset")
+    for ds in datasets:
+        metrics = [s.name for s in suite.applicable(ds.has_hr)]
+        for m in methods:
+            cache = caches[m.card.name, ds.name]
             facts = cache.read_info()
             image_info += [{"method": m.card.name, "dataset": ds.name, "image": s.name}
                            | facts[s.name] for s in ds if s.name in facts]  # fmt: skip

@@ -48,3 +48,36 @@ def test_a_failed_write_fails_the_run(tmp_path, cli, capsys, monkeypatch):
     except OSError as e:
         assert "disk full" in str(e)
     assert rc in (None, 1, 2) and not (tmp_path / "run" / "per_image.csv").exists()
+
+
+def test_each_method_is_released_before_the_next_one_loads(tmp_path, cli, capsys, monkeypatch):
+    """Methods run one at a time over every dataset and are freed after their last one, so a
+    run of several large methods holds one in memory (mutation caught: the datasets-outer
+    loop that kept every method loaded to the end; a released method still referenced)."""
+    import gc
+    import weakref
+
+    events: list[tuple[str, str]] = []
+    alive: list[weakref.ref] = []
+    measured = runner.load_measured
+
+    def spy(method, device, dtype, random_init=False):
+        gc.collect()
+        still = [r().card.name for r in alive if r() is not None]
+        events.append((method.card.name, ",".join(still)))
+        alive.append(weakref.ref(method))
+        return measured(method, device, dtype, random_init)
+
+    monkeypatch.setattr(runner, "load_measured", spy)
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    root = tmp_path / "mine"
+    rng = np.random.default_rng(0)
+    from harness.imageio import write_png
+
+    write_png(root / "LR" / "a.png", rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    args = ("--methods", "bicubic,lanczos", "--datasets", f"embedded,{root}", "--metrics", "psnr")
+    assert cli("run", *args, "--out", tmp_path / "run", "profile.enabled=false") == 0
+    err = capsys.readouterr().err
+    # each loaded once, and nothing else alive when the next one loads
+    assert events == [("bicubic", ""), ("lanczos", "")]
+    assert "bicubic: released after its last dataset" in err
