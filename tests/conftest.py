@@ -15,6 +15,14 @@ SHARED = ROOT.parent / "shared" / "data" / "drealsr"
 
 os.environ.setdefault("HARNESS_NO_PROGRESS", "1")
 
+# Under pytest-xdist (``-n N``) the workers share the cores: each gets its share of torch's
+# intra-op threads instead of all of them (N workers x all cores oversubscribes the CPU).
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if _WORKERS > 1:
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
+
 # Weights live in a session folder, never the user's: set before pyiqa, timm or huggingface_hub
 # are imported (they read these variables at import time).
 _WEIGHTS = Path(tempfile.mkdtemp(prefix="harness-test-weights-"))

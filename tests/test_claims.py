@@ -36,13 +36,20 @@ print(json.dumps({"torch_hub": torch.hub.get_dir(), "hf_cache": hf.HF_HUB_CACHE,
 """
 
 
-def _probe(env):
+def _probe(*envs):
+    """One fresh interpreter per environment, run side by side; their answers in order."""
     clean = {k: v for k, v in os.environ.items()
              if k not in ("TORCH_HOME", "HF_HOME", "HF_HUB_OFFLINE", "HF_HUB_CACHE",
                           "XDG_CACHE_HOME")}  # fmt: skip
-    proc = subprocess.run([sys.executable, "-c", _PROBE], env=clean | env, capture_output=True,
-                          text=True, timeout=300, check=True)  # fmt: skip
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    pipe = subprocess.PIPE
+    procs = [subprocess.Popen([sys.executable, "-c", _PROBE], env=clean | env, text=True,
+                              stdout=pipe, stderr=pipe) for env in envs]  # fmt: skip
+    answers = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        answers.append(json.loads(out.strip().splitlines()[-1]))
+    return answers
 
 
 def test_harness_weights_sets_the_library_folders_in_a_fresh_process(tmp_path):
@@ -50,14 +57,14 @@ def test_harness_weights_sets_the_library_folders_in_a_fresh_process(tmp_path):
     cache inside it, offline, as the libraries see them after the CLI started; an explicit
     TORCH_HOME wins. Mutations caught: configure_environment not called by main (or after
     huggingface_hub is imported); TORCH_HOME overwritten; HF_HUB_OFFLINE not set."""
-    root = tmp_path / "w"
-    got = _probe({"HARNESS_WEIGHTS": str(root)})
+    root, mine = tmp_path / "w", tmp_path / "mine"
+    got, explicit = _probe(
+        {"HARNESS_WEIGHTS": str(root)}, {"HARNESS_WEIGHTS": str(root), "TORCH_HOME": str(mine)}
+    )
     assert got["torch_hub"] == str(root / "torch" / "hub")
     assert got["hf_cache"] == str(root / "huggingface" / "hub")
     assert got["offline"] is True and got["hf_offline_env"] == "1"
-    mine = tmp_path / "mine"
-    got = _probe({"HARNESS_WEIGHTS": str(root), "TORCH_HOME": str(mine)})
-    assert got["torch_hub"] == str(mine / "hub")
+    assert explicit["torch_hub"] == str(mine / "hub")
 
 
 def test_weights_import_of_a_folder_with_nothing_to_import_fails(tmp_path, cli, capsys):
