@@ -158,11 +158,16 @@ def sr_stage(
             f.result()  # a failed write is an error of the run
 
 
-def _free_memory() -> None:
-    """Return a released method's memory now, not at some later collection."""
+def _release(methods: list[SRMethod], i: int) -> None:
+    """Free ``methods[i]``'s model, if it was loaded: the list gets a fresh, unloaded instance
+    in its place (the only reference the run keeps), and the memory is returned now."""
+    if getattr(methods[i], "loaded_as", None) is None:
+        return
+    methods[i] = type(methods[i])(methods[i].cfg)
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    log(f"{methods[i].card.name}: released")
 
 
 def _upscale(method, ds, group, lr: torch.Tensor, seed: int) -> list:
@@ -437,18 +442,21 @@ def _run(
             entry["sr_keys"][ds.name] = cache.key
             caches[m.card.name, ds.name] = cache
 
+    profile_now = bool(cfg.profile.enabled) and profiles_here(plain)
+    if cfg.profile.enabled and not profile_now:
+        log("profiling skipped: " + ("the scoring stage has no methods loaded" if stage == "score"
+            else "in a fan-out the job with the first dataset's shard 0 profiles"))  # fmt: skip
+    efficiency: list[dict[str, Any]] = []
     if stage != "score":
-        # One method at a time over every dataset, then released: a run of four diffusion
-        # methods holds one of them in memory at a time, not all four (the profiler reloads).
-        for i, m in enumerate(methods):
+        # One method at a time: every dataset, then its profile while it is loaded, then
+        # released, so a run of four diffusion methods holds one model in memory, not four.
+        for i in range(len(methods)):
             for ds in datasets:
-                sr_stage(m, ds, caches[m.card.name, ds.name], device, dtype, seed, force, loaded)
-            if m.card.name in loaded:
-                methods[i] = type(m)(m.cfg)
-                loaded.discard(m.card.name)
-                del m
-                _free_memory()
-                log(f"{methods[i].card.name}: released after its last dataset")
+                cache = caches[methods[i].card.name, ds.name]
+                sr_stage(methods[i], ds, cache, device, dtype, seed, force, loaded)
+            if profile_now:
+                efficiency.append(_profile_row(methods[i], cfg, device, dtype))
+            _release(methods, i)
     for ds in datasets:
         metrics = [s.name for s in suite.applicable(ds.has_hr)]
         for m in methods:
@@ -464,13 +472,9 @@ def _run(
     if stage != "score":
         manifest["sr_finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         store.write_manifest(manifest)
-    profile_now = bool(cfg.profile.enabled) and profiles_here(plain)
-    if cfg.profile.enabled and not profile_now:
-        log("profiling skipped: " + ("the scoring stage has no methods loaded" if stage == "score"
-            else "in a fan-out the job with the first dataset's shard 0 profiles"))  # fmt: skip
     if stage == "sr":
         if profile_now:
-            _profile(store, methods, cfg, device, dtype)
+            _write_efficiency(store, efficiency, cfg, device, dtype)
         log(f"SR stage done; score the cached images with --stage score --out {out}")
         return out
 
@@ -480,7 +484,7 @@ def _run(
         store, suite, groups, force, int(cfg.metric_batch_size), int(cfg.metric_workers)
     )
     if profile_now and stage == "all":
-        _profile(store, methods, cfg, device, dtype)
+        _write_efficiency(store, efficiency, cfg, device, dtype)
     extra = {"command": "run", "methods": method_names, "datasets": dataset_names}
     _finish(store, suite, groups, rows, sets, chash, extra, manifest)
 
@@ -521,32 +525,50 @@ def recorded_cache(recorded: dict[str, Any], cache_dir: Path, method: str, ds) -
 
 def _profile(
     store: RunStore,
-    methods: Sequence[SRMethod],
+    methods: list[SRMethod],
     cfg: DictConfig,
     device: torch.device,
     dtype: torch.dtype,
 ) -> None:
-    from harness.profiler import add_ratios, environment, profile_method
+    """Profile each method in turn, releasing it before the next one loads."""
+    rows = []
+    for i in range(len(methods)):
+        rows.append(_profile_row(methods[i], cfg, device, dtype))
+        _release(methods, i)
+    _write_efficiency(store, rows, cfg, device, dtype)
+
+
+def _profile_row(
+    method: SRMethod, cfg: DictConfig, device: torch.device, dtype: torch.dtype
+) -> dict[str, Any]:
+    from harness.profiler import profile_method
 
     p = cfg.profile
-    rows = []
-    for m in methods:
-        rows.append(
-            profile_method(
-                m,
-                int(p.lr_size),
-                device,
-                dtype,
-                runs=None if p.runs is None else int(p.runs),
-                warmup=int(p.warmup),
-                random_init=bool(p.random_init),
-                min_runs=int(p.min_runs),
-                max_time=float(p.max_time),
-                unreliable_spread=float(p.unreliable_spread),
-                fast=bool(p.fast),
-            )
-        )
-    add_ratios(rows, p.reference)
+    return profile_method(
+        method,
+        int(p.lr_size),
+        device,
+        dtype,
+        runs=None if p.runs is None else int(p.runs),
+        warmup=int(p.warmup),
+        random_init=bool(p.random_init),
+        min_runs=int(p.min_runs),
+        max_time=float(p.max_time),
+        unreliable_spread=float(p.unreliable_spread),
+        fast=bool(p.fast),
+    )
+
+
+def _write_efficiency(
+    store: RunStore,
+    rows: list[dict[str, Any]],
+    cfg: DictConfig,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> None:
+    from harness.profiler import add_ratios, environment
+
+    add_ratios(rows, cfg.profile.reference)
     store.write_efficiency(rows, environment(device, dtype))
 
 

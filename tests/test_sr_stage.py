@@ -3,6 +3,7 @@
 import threading
 
 import numpy as np
+import pytest
 
 import harness.runner as runner
 from harness.imageio import read_rgb
@@ -50,16 +51,22 @@ def test_a_failed_write_fails_the_run(tmp_path, cli, capsys, monkeypatch):
     assert rc in (None, 1, 2) and not (tmp_path / "run" / "per_image.csv").exists()
 
 
-def test_each_method_is_released_before_the_next_one_loads(tmp_path, cli, capsys, monkeypatch):
-    """Methods run one at a time over every dataset and are freed after their last one, so a
-    run of several large methods holds one in memory (mutation caught: the datasets-outer
-    loop that kept every method loaded to the end; a released method still referenced)."""
+@pytest.mark.parametrize("profiled", [False, True])
+def test_each_method_is_released_before_the_next_one_loads(
+    profiled, tmp_path, cli, capsys, monkeypatch
+):
+    """Methods run one at a time over every dataset, are profiled while loaded, and are freed
+    before the next one loads, so a run of several large methods holds one in memory and loads
+    each once (mutations caught: the datasets-outer loop that kept every method loaded to the
+    end; a released method still referenced; profiling after the release, a second load)."""
     import gc
     import weakref
 
+    import harness.profiler as profiler
+
     events: list[tuple[str, str]] = []
     alive: list[weakref.ref] = []
-    measured = runner.load_measured
+    measured = profiler.load_measured
 
     def spy(method, device, dtype, random_init=False):
         gc.collect()
@@ -69,6 +76,7 @@ def test_each_method_is_released_before_the_next_one_loads(tmp_path, cli, capsys
         return measured(method, device, dtype, random_init)
 
     monkeypatch.setattr(runner, "load_measured", spy)
+    monkeypatch.setattr(profiler, "load_measured", spy)
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     root = tmp_path / "mine"
     rng = np.random.default_rng(0)
@@ -76,8 +84,10 @@ def test_each_method_is_released_before_the_next_one_loads(tmp_path, cli, capsys
 
     write_png(root / "LR" / "a.png", rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
     args = ("--methods", "bicubic,lanczos", "--datasets", f"embedded,{root}", "--metrics", "psnr")
-    assert cli("run", *args, "--out", tmp_path / "run", "profile.enabled=false") == 0
+    profile = ("profile.runs=1", "profile.warmup=0") if profiled else ("profile.enabled=false",)
+    assert cli("run", *args, "--out", tmp_path / "run", *profile) == 0
     err = capsys.readouterr().err
     # each loaded once, and nothing else alive when the next one loads
     assert events == [("bicubic", ""), ("lanczos", "")]
-    assert "bicubic: released after its last dataset" in err
+    assert "bicubic: released" in err
+    assert (tmp_path / "run" / "efficiency.csv").is_file() == profiled
