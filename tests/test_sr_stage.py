@@ -77,6 +77,14 @@ def test_each_method_is_released_before_the_next_one_loads(
 
     monkeypatch.setattr(runner, "load_measured", spy)
     monkeypatch.setattr(profiler, "load_measured", spy)
+    score, at_scoring = runner._score_groups, []
+
+    def scoring(*args, **kwargs):
+        gc.collect()
+        at_scoring.extend(r().card.name for r in alive if r() is not None)
+        return score(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "_score_groups", scoring)
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     root = tmp_path / "mine"
     rng = np.random.default_rng(0)
@@ -89,5 +97,6 @@ def test_each_method_is_released_before_the_next_one_loads(
     err = capsys.readouterr().err
     # each loaded once, and nothing else alive when the next one loads
     assert events == [("bicubic", ""), ("lanczos", "")]
+    assert at_scoring == []  # the last method is freed before the metric models load
     assert "bicubic: released" in err
     assert (tmp_path / "run" / "efficiency.csv").is_file() == profiled
