@@ -107,9 +107,9 @@ def sr_stage(
     dtype: torch.dtype,
     seed: int,
     force: bool,
-    loaded: set[str],
 ) -> None:
-    """Upscale every LR image of ``ds`` that is not cached yet (all of them with ``force``)."""
+    """Upscale every LR image of ``ds`` that is not cached yet (all of them with ``force``);
+    ``method`` is loaded first unless it already is, as this run needs it."""
     name = method.card.name
     todo = [s for s in ds if force or not cache.has(s.name)]
     cached = len(ds) - len(todo)
@@ -117,9 +117,8 @@ def sr_stage(
     log(f"{name} on {ds.name}: {cached} SR images reused from cache, {len(todo)} to compute{why}")
     if not todo:
         return
-    if name not in loaded:
+    if getattr(method, "loaded_as", None) != (device, dtype, False):
         load_measured(method, device, dtype)  # records the memory baseline for the profiler
-        loaded.add(name)
     batch_size = max(1, int(method.cfg.get("batch_size", 1)))
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
 
@@ -318,8 +317,7 @@ def run(cfg: DictConfig) -> Path:
 
     # Validate everything before any work: options, names, folders, files, weights' presence.
     methods: list[SRMethod] = [METHODS.get(m)(plain["method"][m]) for m in method_names]
-    for m in methods:
-        m.check_config()
+    _check_configs(methods)
     datasets = [
         shard_of(build_dataset(plain["dataset"][d], cache_dir), plain) for d in dataset_names
     ]
@@ -336,14 +334,8 @@ def run(cfg: DictConfig) -> Path:
 
     for ds in datasets:
         _warn_conversions(ds.name, ds.conversions, len(ds) * (2 if ds.has_hr else 1))
-    for m in methods:
-        for ds in datasets:
-            if m.scale != ds.scale:
-                raise HarnessError(
-                    f"method '{m.card.name}' is x{m.scale} but dataset '{ds.name}' is x{ds.scale}"
-                )
-
-    m = None  # the loops' last method: ``_run`` must hold the only references (it releases them)
+    _check_scales(methods, datasets)
+    # From here ``methods`` holds the only references to the methods: ``_run`` releases them.
     store.claim(OmegaConf.to_yaml(cfg, resolve=True), chash)
     try:
         _run(cfg, store, datasets, methods, digests, suite, device, dtype, cache_dir, chash,
@@ -352,6 +344,20 @@ def run(cfg: DictConfig) -> Path:
         store.discard()  # nothing scored yet: leave nothing behind
         raise
     return out
+
+
+def _check_configs(methods: Sequence[SRMethod]) -> None:
+    for m in methods:
+        m.check_config()
+
+
+def _check_scales(methods: Sequence[SRMethod], datasets: Sequence[ImageDataset]) -> None:
+    for m in methods:
+        for ds in datasets:
+            if m.scale != ds.scale:
+                raise HarnessError(
+                    f"method '{m.card.name}' is x{m.scale} but dataset '{ds.name}' is x{ds.scale}"
+                )
 
 
 def _warn_conversions(dataset: str, conversions: Conversions, n_files: int) -> None:
@@ -399,7 +405,6 @@ def _run(
     store.write_manifest(manifest)
 
     groups: list[Group] = []
-    loaded: set[str] = set()
     caches: dict[tuple[str, str], SRCache] = {}
     image_info: list[dict[str, Any]] = []  # per-image facts from the methods (prompts.jsonl)
     for ds in datasets:
@@ -453,7 +458,7 @@ def _run(
         for i in range(len(methods)):
             for ds in datasets:
                 cache = caches[methods[i].card.name, ds.name]
-                sr_stage(methods[i], ds, cache, device, dtype, seed, force, loaded)
+                sr_stage(methods[i], ds, cache, device, dtype, seed, force)
             if profile_now:
                 efficiency.append(_profile_row(methods[i], cfg, device, dtype))
             _release(methods, i)

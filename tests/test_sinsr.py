@@ -247,7 +247,7 @@ def _run_stage(method, files, order, cache_dir, batch_size):
     method.cfg["batch_size"] = batch_size
     ds = ImageDataset("set", [Sample(files[i].stem, files[i]) for i in order], 4)
     cache = SRCache(cache_dir, "sinsr", {"run": str(cache_dir)}).open()
-    sr_stage(method, ds, cache, CPU, torch.float32, seed=0, force=True, loaded={"sinsr"})
+    sr_stage(method, ds, cache, CPU, torch.float32, seed=0, force=True)
     return {files[i].stem: cache.path(files[i].stem).read_bytes() for i in order}
 
 
