@@ -13,11 +13,14 @@
   -- the check that must pass before a third-party library (pyiqa, torchvision) unpickles a file
   whose full sha256 is not published.
 * ``file_digest`` hashes a file once and remembers the result beside the file's size and mtime.
+* ``save_checkpoint`` writes a PyTorch pickle (zip format) atomically: the writers of official
+  layouts (tests, ``harness weights fabricate``) go through it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import pickle
 import zipfile
@@ -29,7 +32,7 @@ import torch
 
 from harness.errors import HarnessError
 from harness.hashing import sha256_file
-from harness.imageio import write_text
+from harness.imageio import write_bytes, write_text
 
 _TORCH_REBUILDERS = {
     ("torch._utils", "_rebuild_tensor_v2"),
@@ -71,6 +74,14 @@ class _RestrictedPickleModule:
     Unpickler = _RestrictedUnpickler
     load = staticmethod(_restricted_load)
     __name__ = "harness_restricted_pickle"
+
+
+def save_checkpoint(obj: Any, path: str | Path) -> None:
+    """``torch.save(obj)`` to ``path``, which appears only complete (temporary name, then
+    rename); objects that share a tensor keep sharing one storage in the file."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes(path, buf.getvalue())
 
 
 def load_tensors(path: str | Path, mmap: bool = False) -> dict[str, Any]:

@@ -29,6 +29,10 @@ from scipy import stats
 ALPHA = 0.05
 LEVEL = 0.95
 RESAMPLES = 10_000
+# scipy's ``wilcoxon`` (method "auto") answers ties or zeros in n <= 13 differences with the
+# permutation test over all 2**n sign flips, but evaluates its statistic one flip at a time:
+# about 2 s per pair, minutes for a table of small sets. ``paired_test`` runs it vectorised.
+PERMUTATION_MAX_N = 13
 CI_METHOD = f"BCa bootstrap over images, {RESAMPLES} resamples"
 TEST_NAME = "Wilcoxon signed-rank, two-sided, paired by image"
 
@@ -83,12 +87,6 @@ def paired_test(best: np.ndarray, other: np.ndarray) -> float:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # small-sample notes from scipy
         return float(stats.wilcoxon(d, alternative="two-sided").pvalue)
-
-
-# scipy's ``wilcoxon`` (method "auto") answers ties or zeros in n <= 13 differences with the
-# permutation test over all 2**n sign flips, but evaluates its statistic one flip at a time:
-# about 2 s per pair, minutes for a table of small sets. The same test, vectorised.
-PERMUTATION_MAX_N = 13
 
 
 def _signed_rank_permutation_p(d: np.ndarray, nonzero: np.ndarray) -> float:

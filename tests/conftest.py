@@ -21,7 +21,9 @@ _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 if _WORKERS > 1:
     import torch
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // _WORKERS))
+    from harness.evaluate import _cores  # the cores this process may use, as the stage counts
+
+    torch.set_num_threads(max(1, _cores() // _WORKERS))
 
 # Weights live in a session folder, never the user's: set before pyiqa, timm or huggingface_hub
 # are imported (they read these variables at import time).

@@ -16,6 +16,7 @@ import pytest
 import torch
 from PIL import Image
 
+from harness.checkpoints import save_checkpoint
 from harness.errors import HarnessError
 from harness.methods.osediff import adapter
 from harness.methods.osediff.adapter import OSEDiff, preprocess
@@ -26,7 +27,6 @@ from harness.methods.osediff.weights import (
     build,
     random_net,
     read_checkpoint,
-    torch_save_bytes,
     write_files,
 )
 
@@ -113,7 +113,7 @@ def _rewrite(folder: Path, dst: Path, edit) -> Path:
         (dst / p.name).write_bytes(p.read_bytes())
     obj = torch.load(dst / CHECKPOINT, weights_only=True)
     edit(obj)
-    (dst / CHECKPOINT).write_bytes(torch_save_bytes(obj))
+    save_checkpoint(obj, dst / CHECKPOINT)
     return dst
 
 
@@ -127,7 +127,7 @@ def test_strict_loading_names_missing_and_unexpected_keys(files, tmp_path):
         build(OSEDiffConfig.tiny(), _paths(bad))
     obj = torch.load(bad / CHECKPOINT, weights_only=True)
     obj["state_dict_unet"] = torch.load(files / CHECKPOINT, weights_only=True)["state_dict_unet"]
-    (bad / CHECKPOINT).write_bytes(torch_save_bytes(obj))
+    save_checkpoint(obj, bad / CHECKPOINT)
     with pytest.raises(HarnessError, match="unexpected.*encoder.extra.lora_A"):
         build(OSEDiffConfig.tiny(), _paths(bad))
 

@@ -57,8 +57,8 @@ def test_each_method_is_released_before_the_next_one_loads(
 ):
     """Methods run one at a time over every dataset, are profiled while loaded, and are freed
     before the next one loads, so a run of several large methods holds one in memory and loads
-    each once (mutations caught: the datasets-outer loop that kept every method loaded to the
-    end; a released method still referenced; profiling after the release, a second load)."""
+    each once (mutations caught: the release step disabled; the last method's release skipped;
+    the caller still holding a released method; profiling after the release, a second load)."""
     import gc
     import weakref
 

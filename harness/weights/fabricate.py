@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from harness.checkpoints import save_checkpoint
 from harness.hashing import sha256_file
 from harness.imageio import write_bytes
 from harness.weights.manager import path_of
@@ -33,33 +34,29 @@ def _half(sd: dict) -> dict:
     return {k: (v.half() if v.is_floating_point() else v) for k, v in sd.items()}
 
 
-def _save_torch(obj, path: Path) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    write_bytes(path, buf.getvalue())
-
-
 def _alexnet(path: Path) -> None:
     import torchvision
 
-    _save_torch(_half(torchvision.models.alexnet().state_dict()), path)
+    save_checkpoint(_half(torchvision.models.alexnet().state_dict()), path)
 
 
 def _vgg16(path: Path) -> None:
     import torchvision
 
-    _save_torch(_half(torchvision.models.vgg16().state_dict()), path)
+    save_checkpoint(_half(torchvision.models.vgg16().state_dict()), path)
 
 
 def _lpips_lin(path: Path) -> None:
     chns = [64, 192, 384, 256, 256]  # AlexNet feature widths
     sd = {f"lin{i}.model.1.weight": torch.rand(1, c, 1, 1) for i, c in enumerate(chns)}
-    _save_torch(_half(sd), path)
+    save_checkpoint(_half(sd), path)
 
 
 def _dists(path: Path) -> None:
     n = 3 + 64 + 128 + 256 + 512 + 512  # image + VGG16 stage widths
-    _save_torch({"alpha": torch.rand(1, n, 1, 1) + 0.1, "beta": torch.rand(1, n, 1, 1) + 0.1}, path)
+    save_checkpoint(
+        {"alpha": torch.rand(1, n, 1, 1) + 0.1, "beta": torch.rand(1, n, 1, 1) + 0.1}, path
+    )
 
 
 def _niqe(path: Path) -> None:
@@ -76,7 +73,7 @@ def _niqe(path: Path) -> None:
 def _musiq(path: Path) -> None:
     from pyiqa.archs.musiq_arch import MUSIQ
 
-    _save_torch(_half(MUSIQ(pretrained=False, num_class=1).state_dict()), path)
+    save_checkpoint(_half(MUSIQ(pretrained=False, num_class=1).state_dict()), path)
 
 
 def _vit(path: Path) -> None:
@@ -94,7 +91,7 @@ def _maniqa(path: Path) -> None:
     from pyiqa.archs.maniqa_arch import MANIQA
 
     # the ViT backbone must be in place first (MANIQA builds it through timm)
-    _save_torch(_half(MANIQA(pretrained=False).state_dict()), path)
+    save_checkpoint(_half(MANIQA(pretrained=False).state_dict()), path)
 
 
 def _clip_rn50(path: Path) -> None:
@@ -138,7 +135,7 @@ def _fid_inception(path: Path) -> None:
     with torch.no_grad():
         for _ in range(3):
             net(x)
-    _save_torch(_half(net.state_dict()), path)
+    save_checkpoint(_half(net.state_dict()), path)
 
 
 _made: set[tuple[str, bool]] = set()  # (group, tiny) written in this fabricate() call
@@ -245,8 +242,8 @@ def _realesrgan_official(tiny: bool, seed: int) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = RRDBNet(RRDBConfig.tiny() if tiny else RRDBConfig.paper())
-    _save_torch({"params_ema": _half(net.state_dict())},
-                path_of(load_manifest()["realesrgan-official"]))  # fmt: skip
+    save_checkpoint({"params_ema": _half(net.state_dict())},
+                    path_of(load_manifest()["realesrgan-official"]))  # fmt: skip
 
 
 def _dape(entry_id: str) -> Callable[[Path], None]:

@@ -19,7 +19,6 @@ written in the released layout (tests, ``harness weights fabricate``).
 
 from __future__ import annotations
 
-import io
 import math
 import re
 from collections.abc import Mapping
@@ -197,7 +196,7 @@ def write_official(
     """Write ``sd`` (an ``AdcSRNet`` state dict) as ``<folder>/net_params_200.pkl`` and
     ``<folder>/halfDecoder.ckpt`` (see :func:`official_objects`); ``half`` stores fp16 (the
     released files are fp32; loading upcasts). Returns the two paths."""
-    from harness.imageio import write_bytes
+    from harness.checkpoints import save_checkpoint
 
     if half:
         sd = {k: t.half() if t.is_floating_point() else t for k, t in sd.items()}
@@ -205,7 +204,5 @@ def write_official(
     folder = Path(folder)
     paths = folder / "net_params_200.pkl", folder / "halfDecoder.ckpt"
     for path, obj in zip(paths, (net, half_decoder)):
-        buf = io.BytesIO()
-        torch.save(obj, buf)
-        write_bytes(path, buf.getvalue())
+        save_checkpoint(obj, path)
     return paths

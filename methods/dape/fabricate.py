@@ -14,12 +14,12 @@ Their tags are MEANINGLESS.
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import torch
 
-from harness.imageio import write_bytes, write_text
+from harness.checkpoints import save_checkpoint
+from harness.imageio import write_text
 from harness.methods.dape.arch import RamConfig, RamTagger
 from harness.methods.dape.convert import _HEAD, official_key
 
@@ -95,12 +95,6 @@ def dape_state_dict(cfg: RamConfig, seed: int = 0) -> dict[str, torch.Tensor]:
     return sd
 
 
-def _save(obj, path: Path) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    write_bytes(path, buf.getvalue())
-
-
 def synthetic_tags(n: int) -> tuple[list[str], list[float]]:
     """``n`` tag names and thresholds shaped like the official files (0.65 / 0.8 / 0.9 ...)."""
     names = [f"tag{i:04d}" for i in range(n)]
@@ -141,8 +135,8 @@ def write_official_files(
     if half:
         ram = {k: v.half() if v.is_floating_point() else v for k, v in ram.items()}
         dape = {k: v.half() for k, v in dape.items()}
-    _save({"model": ram, "epoch": 0}, paths["ram-swin-large-14m"])
-    _save(dape, paths["dape-lora"])
+    save_checkpoint({"model": ram, "epoch": 0}, paths["ram-swin-large-14m"])
+    save_checkpoint(dape, paths["dape-lora"])
     return paths
 
 
@@ -152,10 +146,10 @@ def write_one(entry_id: str, path: Path, seed: int = 0) -> None:
     cfg = RamConfig.official()
     if entry_id == "ram-swin-large-14m":
         ram = ram_state_dict(random_model(cfg, seed), seed)
-        _save({"model": {k: v.half() if v.is_floating_point() else v for k, v in ram.items()}},
-              path)  # fmt: skip
+        half = {k: v.half() if v.is_floating_point() else v for k, v in ram.items()}
+        save_checkpoint({"model": half}, path)
     elif entry_id == "dape-lora":
-        _save({k: v.half() for k, v in dape_state_dict(cfg, seed).items()}, path)
+        save_checkpoint({k: v.half() for k, v in dape_state_dict(cfg, seed).items()}, path)
     elif entry_id == "ram-tag-list":
         write_text(path, "\n".join(synthetic_tags(cfg.num_classes)[0]))
     elif entry_id == "ram-tag-list-threshold":

@@ -20,7 +20,6 @@ OSEDiff's LoRA merged) is read too (:func:`load_merged`).
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -221,12 +220,6 @@ def component_state(net: OSEDiffNet, kind: str) -> dict[str, torch.Tensor]:
     return sd.text_encoder_file_keys(out) if kind == "text_encoder" else out
 
 
-def torch_save_bytes(obj: Any) -> bytes:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return buf.getvalue()
-
-
 def random_net(cfg: OSEDiffConfig, seed: int = 0, decoder_gain: float = 3.0) -> OSEDiffNet:
     """An OSEDiffNet with seeded random weights, every LoRA non-zero.
 
@@ -248,6 +241,7 @@ def write_files(net: OSEDiffNet, paths: Mapping[str, Path], half: bool = False) 
     SD components in fp16 (consumers upcast); osediff.pkl stays fp32 as released."""
     from safetensors.torch import save
 
+    from harness.checkpoints import save_checkpoint
     from harness.imageio import write_bytes
 
     for kind in ("unet", "vae", "text_encoder"):
@@ -257,6 +251,6 @@ def write_files(net: OSEDiffNet, paths: Mapping[str, Path], half: bool = False) 
                 state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
             write_bytes(paths[kind], save(state, metadata={"format": "pt"}))  # as HF writes
     if "checkpoint" in paths:
-        write_bytes(paths["checkpoint"], torch_save_bytes(checkpoint_dict(net)))
+        save_checkpoint(checkpoint_dict(net), paths["checkpoint"])
     if "vocab" in paths or "merges" in paths:
         sd.write_clip_tokenizer_files(paths["vocab"], paths["merges"])

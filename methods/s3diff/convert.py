@@ -19,13 +19,13 @@ Official files (what the official inference loads):
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from harness.checkpoints import save_checkpoint
 from harness.errors import HarnessError
 from harness.methods.s3diff.arch import (
     NEG_PROMPT,
@@ -173,14 +173,6 @@ def _randomise(net: S3DiffNet, seed: int) -> None:
         net.W.copy_(torch.randn(net.W.shape, generator=g))
 
 
-def _save_torch(obj: Any, path: Path) -> None:
-    from harness.imageio import write_bytes
-
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    write_bytes(path, buf.getvalue())
-
-
 def random_net(cfg: S3DiffConfig, seed: int = 0) -> S3DiffNet:
     """The random network :func:`write_official` writes (seeds torch's global generator)."""
     torch.manual_seed(seed)
@@ -283,6 +275,8 @@ def write_official(
         pkl[f"state_dict_{name}"] = {k[len(name) + 1 :]: v for k, v in sd.items()
                                      if k.startswith(name + ".")}  # fmt: skip
     s3_dir.mkdir(parents=True, exist_ok=True)
-    _save_torch(pkl, s3_dir / "s3diff.pkl")
-    _save_torch({k[7:]: v for k, v in sd.items() if k.startswith("de_net.")}, s3_dir / "de_net.pth")
+    save_checkpoint(pkl, s3_dir / "s3diff.pkl")
+    save_checkpoint(
+        {k[7:]: v for k, v in sd.items() if k.startswith("de_net.")}, s3_dir / "de_net.pth"
+    )
     return sd_dir, s3_dir

@@ -118,9 +118,7 @@ def save_official(
 ) -> tuple[Path, Path]:  # fmt: skip
     """Write ``SinSR_v1.pth`` (``{"state_dict": ...}``, keys with ``unet_prefix``) and
     ``autoencoder_vq_f4.pth`` (a plain state dict, keys with ``vq_prefix``) into ``folder``."""
-    import io
-
-    from harness.imageio import write_bytes
+    from harness.checkpoints import save_checkpoint
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = folder / "SinSR_v1.pth", folder / "autoencoder_vq_f4.pth"
@@ -129,7 +127,5 @@ def save_official(
         {vq_prefix + k: v.clone() for k, v in vq_sd.items()},
     )
     for path, obj in zip(paths, objs):
-        buf = io.BytesIO()
-        torch.save(obj, buf)
-        write_bytes(path, buf.getvalue())
+        save_checkpoint(obj, path)
     return paths
