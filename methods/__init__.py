@@ -7,13 +7,14 @@ from harness.methods.base import DTYPES, MethodCard, SRMethod, WeightFile
 from harness.methods.classical import Bicubic, Lanczos
 from harness.methods.osediff import OSEDiff
 from harness.methods.realesrgan import RealESRGAN
+from harness.methods.resshift import ResShift, ResShiftV3
 from harness.methods.s3diff import S3Diff
 from harness.methods.sinsr import SinSR
 from harness.registry import Registry
 
 METHODS: Registry[type[SRMethod]] = Registry("method")
 
-for _cls in (Bicubic, Lanczos, RealESRGAN, AdcSR, SinSR, OSEDiff, S3Diff):
+for _cls in (Bicubic, Lanczos, RealESRGAN, AdcSR, SinSR, ResShift, ResShiftV3, OSEDiff, S3Diff):
     METHODS.register(_cls.card.name)(_cls)
 
 __all__ = ["DTYPES", "METHODS", "MethodCard", "SRMethod", "WeightFile"]

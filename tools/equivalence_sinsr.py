@@ -66,13 +66,13 @@ def _crops(lr_dir: Path, folder: Path) -> list[Path]:
     return out
 
 
-def _harness(images, weights, arch, chop, attention, device, dtype):
+def _harness(images, weights, arch, chop, attention, device, dtype, method="sinsr"):
     """Harness outputs (float in [0, 1]) and the noise each image's tiles received."""
     from harness.imageio import read_rgb, to_tensor
-    from harness.methods.sinsr import SinSR
+    from harness.methods import METHODS
 
-    m = SinSR({"arch": arch, "weights_dir": str(weights), "chop_size": chop[0],
-               "chop_stride": chop[1], "vq_attention": attention})  # fmt: skip
+    m = METHODS.get(method)({"arch": arch, "weights_dir": str(weights), "chop_size": chop[0],
+                             "chop_stride": chop[1], "vq_attention": attention})  # fmt: skip
     m.load(torch.device(device), dtype)
     used: list[torch.Tensor] = []
     draw = m._noise
@@ -99,6 +99,44 @@ def _eight_bit(x: torch.Tensor) -> np.ndarray:
     from harness.imageio import from_tensor
 
     return from_tensor(x).astype(np.int16)
+
+
+def compare(ours, official, official_dir, images, noise, timing):
+    """Rows of (attention mode, image) differences between the harness outputs ``ours``
+    (mode -> name -> float image) and the official float outputs and PNGs; ``ok`` when every
+    8-bit difference is at most 1."""
+    from harness.imageio import read_rgb
+
+    rows, ok = [], True
+    for mode, outputs in ours.items():
+        for path in images:
+            name = path.stem
+            theirs = official[name][0]
+            mine = outputs[name]
+            png = read_rgb(official_dir / f"{name}.png").astype(np.int16)
+            diff8 = np.abs(_eight_bit(mine) - png)
+            row = {
+                "attention": mode, "image": name, "size": list(mine.shape[1:]),
+                "tiles": len(noise[name]),
+                "max_abs_float": float((mine - theirs).abs().max()),
+                "max_8bit": int(diff8.max()),
+                "pixels_differing_8bit": float((diff8 > 0).mean()),
+                "clamped_fraction": float(((theirs <= 0) | (theirs >= 1)).float().mean()),
+                "harness_s": round(timing[mode][name], 2),
+            }  # fmt: skip
+            ok &= row["max_8bit"] <= 1
+            rows.append(row)
+    return rows, ok
+
+
+def print_rows(rows) -> None:
+    print(f"{'attention':9s} {'image':28s} {'tiles':>5s} {'max|float|':>11s} {'max 8-bit':>9s} "
+          f"{'px differ':>9s} {'clamped':>8s}")  # fmt: skip
+    for r in rows:
+        print(
+            f"{r['attention']:9s} {r['image']:28s} {r['tiles']:5d} {r['max_abs_float']:11.3g} "
+            f"{r['max_8bit']:9d} {r['pixels_differing_8bit']:9.2%} {r['clamped_fraction']:8.2%}"
+        )
 
 
 def main() -> int:
@@ -183,27 +221,7 @@ def main() -> int:
         raise SystemExit(f"the official sampler failed (exit {proc.returncode})")
     official = torch.load(out / "official" / "official.pt", weights_only=True)
 
-    from harness.imageio import read_rgb
-
-    rows, ok = [], True
-    for mode, outputs in ours.items():
-        for path in images:
-            name = path.stem
-            theirs = official["images"][name][0]
-            mine = outputs[name]
-            png = read_rgb(out / "official" / f"{name}.png").astype(np.int16)
-            diff8 = np.abs(_eight_bit(mine) - png)
-            row = {
-                "attention": mode, "image": name, "size": list(mine.shape[1:]),
-                "tiles": len(noise[name]),
-                "max_abs_float": float((mine - theirs).abs().max()),
-                "max_8bit": int(diff8.max()),
-                "pixels_differing_8bit": float((diff8 > 0).mean()),
-                "clamped_fraction": float(((theirs <= 0) | (theirs >= 1)).float().mean()),
-                "harness_s": round(timing[mode][name], 2),
-            }  # fmt: skip
-            ok &= row["max_8bit"] <= 1
-            rows.append(row)
+    rows, ok = compare(ours, official["images"], out / "official", images, noise, timing)
     masks = {}
     for key, theirs in official["masks"].items():
         res_, window, shift, h, w = (int(v) for v in key.split(","))
@@ -219,13 +237,7 @@ def main() -> int:
         "checkout": str(args.checkout.resolve()),
     }  # fmt: skip
     (out / "equivalence.json").write_text(json.dumps(report, indent=2))
-    print(f"{'attention':9s} {'image':28s} {'tiles':>5s} {'max|float|':>11s} {'max 8-bit':>9s} "
-          f"{'px differ':>9s} {'clamped':>8s}")  # fmt: skip
-    for r in rows:
-        print(
-            f"{r['attention']:9s} {r['image']:28s} {r['tiles']:5d} {r['max_abs_float']:11.3g} "
-            f"{r['max_8bit']:9d} {r['pixels_differing_8bit']:9.2%} {r['clamped_fraction']:8.2%}"
-        )
+    print_rows(rows)
     print(f"masks equal: {masks}")
     print(f"{'PASS' if ok else 'FAIL'}: report in {out / 'equivalence.json'}")
     return 0 if ok else 1

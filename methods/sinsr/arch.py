@@ -609,11 +609,19 @@ class VQAutoencoder(nn.Module):
 # ----------------------------------------------------------------------------- one step
 
 
+SINSR_FLOOR = math.sqrt(0.001)  # SinSR's code caps sqrt(eta_1) here; ResShift's no longer does
+
+
 def exponential_sqrt_etas(
-    steps: int, min_noise_level: float, etas_end: float, kappa: float, power: float
-) -> list[float]:
-    """ResShift's ``exponential`` schedule of sqrt(eta_t), t = 0..steps-1, in float64."""
-    start = min(min_noise_level / kappa, min_noise_level, math.sqrt(0.001))
+    steps: int, min_noise_level: float, etas_end: float, kappa: float, power: float,
+    floor: float | None = SINSR_FLOOR,
+) -> list[float]:  # fmt: skip
+    """ResShift's ``exponential`` schedule of sqrt(eta_t), t = 0..steps-1, in float64.
+    sqrt(eta_1) = min(min_noise_level / kappa, min_noise_level[, floor]): SinSR's copy of the
+    code also takes ``floor`` (sqrt(0.001)); ResShift's current code does not (``floor=None``),
+    which changes its 4-step schedule (0.1 instead of 0.0316) but not the 15-step one."""
+    starts = [min_noise_level / kappa, min_noise_level] + ([floor] if floor is not None else [])
+    start = min(starts)
     increaser = math.exp(1 / (steps - 1) * math.log(etas_end / start))
     out = []
     for i in range(steps):

@@ -78,7 +78,7 @@ def layout_problems(sd: Mapping[str, torch.Tensor], model: torch.nn.Module) -> l
 
 
 def read_state_dict(
-    path: Path, model: torch.nn.Module, prefixes: tuple[str, ...], what: str
+    path: Path, model: torch.nn.Module, prefixes: tuple[str, ...], what: str, who: str = "sinsr"
 ) -> tuple[dict[str, torch.Tensor], list[str]]:
     """The tensors of ``path`` in ``model``'s key layout (official prefixes removed), checked
     key by key and shape by shape; raises ``HarnessError`` naming what differs."""
@@ -87,7 +87,7 @@ def read_state_dict(
     problems = layout_problems(sd, model)
     if problems:
         arch = "; ".join(problems)
-        raise HarnessError(f"sinsr: {path} does not fit the {what} architecture: {arch}")
+        raise HarnessError(f"{who}: {path} does not fit the {what} architecture: {arch}")
     return sd, removed
 
 
