@@ -240,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--crop", help="X,Y,SIZE of the compared crop in HR pixels (default: auto)")
     rp.add_argument("--seed", type=int, default=0, help="bootstrap and jitter seed (default 0)")
     rp.add_argument("--alpha", type=float, default=0.05, help="test level (default 0.05)")
+    rp.add_argument(
+        "--no-published",
+        action="store_true",
+        help="leave out the comparison with the papers' printed numbers",
+    )
 
     mg = sub.add_parser(
         "merge",
@@ -434,6 +439,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         crop=crop,
         seed=args.seed,
         alpha=args.alpha,
+        published=not args.no_published,
     )
     text, out = make_report(req)
     for path in req.written:

@@ -52,9 +52,11 @@ def table_frame(table: DatasetTable, notes: fmt.Footnotes, ci: bool) -> pd.DataF
 
 
 def render(
-    report: Report, ci: bool = False, alpha: float = 0.05, figures: list[tuple[str, str]] = ()
-) -> str:
-    """The whole Markdown document; ``figures`` are (caption, relative path of a PNG)."""
+    report: Report, ci: bool = False, alpha: float = 0.05, figures: list[tuple[str, str]] = (),
+    published: str = "",
+) -> str:  # fmt: skip
+    """The whole Markdown document; ``figures`` are (caption, relative path of a PNG);
+    ``published`` the reproduced-vs-published section (``published.render_markdown``)."""
     notes = fmt.Footnotes()
     parts: list[str] = []
     for table in report.tables:
@@ -68,6 +70,8 @@ def render(
     text = "\n\n".join(parts) + "\n" if parts else ""
     if notes.texts:
         text += "\n" + "\n".join(f"[{i}] {n}" for i, n in enumerate(notes.texts, 1)) + "\n"
+    if published:
+        text += "\n" + published
     if report.efficiency is not None:
         frame, title, eff_notes = fmt.efficiency_frame(report.efficiency)
         text += ("\n" if text else "") + f"### {title}\n\n{_to_markdown(frame)}\n\n"

@@ -8,6 +8,8 @@ Files written (into ``out``; by default the one directory given):
 - ``report.csv``: every cell of every table, one row per (dataset, method, metric), with its
   confidence interval and its paired test against the best (``tables.COLUMNS``);
 - ``report_efficiency.csv``: the efficiency rows of every directory, with ``run`` and ``label``;
+- ``report_published.csv``: each mean next to the papers' printed number, where one exists
+  (``published.py``; also a section of ``report.md``);
 - ``figures/``: ``pareto-latency-<dataset>``, ``pareto-macs-<dataset>``, ``dist-<dataset>``,
   ``compare-<dataset>-<image>`` as PNG and PDF, and ``compare-*.json`` (crop boxes, sources).
 """
@@ -20,7 +22,7 @@ from pathlib import Path
 from harness.errors import HarnessError
 from harness.imageio import write_text
 from harness.progress import log
-from harness.reports import latex, markdown
+from harness.reports import latex, markdown, published
 from harness.reports.load import load_runs
 from harness.reports.tables import Options, Report, build
 
@@ -44,6 +46,7 @@ class Request:
     crop: tuple[int, int, int] | None = None
     seed: int = 0
     alpha: float = 0.05
+    published: bool = True  # compare with the papers' printed numbers where they exist
     written: list[Path] = field(default_factory=list)
 
 
@@ -144,7 +147,9 @@ def make_report(req: Request) -> tuple[str, Path]:
     _check_images(req, report)
     made = _figures(req, report) if req.figures else []  # errors before any file is written
     figs = _write_figures(req, made, out)
-    text = markdown.render(report, ci=req.ci, alpha=req.alpha, figures=figs)
+    pub = published.compare(report) if req.published else None
+    pub_text = "" if pub is None else published.render_markdown(pub, published.notes())
+    text = markdown.render(report, ci=req.ci, alpha=req.alpha, figures=figs, published=pub_text)
     if "md" in req.formats:
         write_text(out / "report.md", text)
         req.written.append(out / "report.md")
@@ -158,4 +163,7 @@ def make_report(req: Request) -> tuple[str, Path]:
         if report.efficiency is not None:
             write_text(out / "report_efficiency.csv", report.efficiency.to_csv(index=False))
             req.written.append(out / "report_efficiency.csv")
+        if pub is not None and len(pub):
+            write_text(out / "report_published.csv", pub.to_csv(index=False))
+            req.written.append(out / "report_published.csv")
     return text, out
