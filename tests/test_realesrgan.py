@@ -482,3 +482,11 @@ def test_drealsr_reproduces_the_published_row(drealsr, cache_dir, tmp_path, cli)
     for metric, (published, tolerance) in PUBLISHED_DREALSR.items():
         mean = result["metrics"][metric]["mean"]
         assert abs(mean - published) <= tolerance, (metric, mean, published)
+    # the report's own comparison with the printed row says the same, with the same numbers
+    import pandas as pd
+
+    rows = pd.read_csv(out / "report_published.csv").set_index("metric")
+    for metric, (published, _) in PUBLISHED_DREALSR.items():
+        row = rows.loc[metric]
+        assert row["compared"] and row["published"] == published
+        assert row["delta"] == pytest.approx(result["metrics"][metric]["mean"] - published)
