@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
+import functools
+import http.server
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -94,3 +98,44 @@ def classic_run(cache_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("classic-run") / "run"
     assert main(["run", "--methods", "bicubic,lanczos", "--out", str(out)]) == 0
     return out
+
+
+@contextlib.contextmanager
+def _serve(folder: Path):
+    """``folder`` over HTTP on loopback (a release page, a mirror, a static host): the URL."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder))
+    )
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture
+def serve_folder():
+    """``with serve_folder(path) as url:`` serves ``path`` on loopback for the block."""
+    return _serve
+
+
+class _Payload:
+    """Unpickling this runs ``touch <path>``: proof that a loader executed pickled code."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
+@pytest.fixture
+def pickle_payload():
+    """``pickle_payload(trace)``: an object whose unpickling creates the file ``trace``."""
+    return _Payload

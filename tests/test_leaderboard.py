@@ -7,14 +7,11 @@ the real run with one thing changed, as a careless or dishonest submitter would 
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import os
 import pickle
 import re
 import shutil
-import threading
 import zipfile
 from pathlib import Path
 
@@ -280,21 +277,10 @@ def _chrome(tmp_path: Path):
 
 
 @pytest.fixture
-def served(site):
+def served(site, serve_folder):
     """The site over HTTP on loopback, as a static host would serve it."""
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(site))
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serve_folder(site) as url:
+        yield url
 
 
 def _column(driver, key: str) -> list[float | None]:

@@ -6,7 +6,6 @@ equality with the official sampler is ``tools/equivalence_resshift.py``'s job.""
 from __future__ import annotations
 
 import json
-import os
 import pickle
 
 import pytest
@@ -137,19 +136,11 @@ def test_state_dict_container_and_wrong_layouts(tmp_path, tiny_weights, official
         _method(tmp_path / "x", ResShiftV3)
 
 
-class _Payload:
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.path}",))
-
-
-def test_hostile_pickles_never_run(tmp_path, tiny_weights):
+def test_hostile_pickles_never_run(tmp_path, tiny_weights, pickle_payload):
     trace = tmp_path / "PWNED"
     save_official(tmp_path, "v3", *tiny_weights)
     with open(tmp_path / "resshift_realsrx4_s4_v3.pth", "wb") as f:
-        pickle.dump({"module.out.2.weight": _Payload(trace)}, f)
+        pickle.dump({"module.out.2.weight": pickle_payload(trace)}, f)
     with pytest.raises(HarnessError, match="resshift_realsrx4_s4_v3.pth"):
         _method(tmp_path, ResShiftV3)
     assert not trace.exists()
@@ -227,10 +218,7 @@ def test_macs_count_every_step(official):
     assert macs["resshift"] - macs["resshift_v3"] == 11 * unet
 
 
-def test_weights_manifest_and_fetch(tmp_path, cli, capsys, official, monkeypatch):
-    import http.server
-    import threading
-
+def test_weights_manifest_and_fetch(tmp_path, cli, capsys, official, monkeypatch, serve_folder):
     from harness.weights import load_manifest, path_of
 
     entries = load_manifest()
@@ -245,22 +233,9 @@ def test_weights_manifest_and_fetch(tmp_path, cli, capsys, official, monkeypatch
         if e.id.startswith("resshift"):
             assert e.url.startswith("https://github.com/zsyOAOA/ResShift/releases/download/v2.0/")
 
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **k):
-            super().__init__(*a, directory=str(official), **k)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
     monkeypatch.setenv("HARNESS_WEIGHTS", str(tmp_path / "w"))
-    try:
-        mirror = f"http://127.0.0.1:{httpd.server_address[1]}"
+    with serve_folder(official) as mirror:
         assert cli("weights", "fetch", "resshift_v3", "--mirror", mirror) == 0
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
     for e in entries.values():
         if "resshift_v3" in e.used_by:
             assert path_of(e).read_bytes() == (official / e.name).read_bytes()

@@ -196,23 +196,15 @@ def test_issue_45_prefixed_autoencoder_is_mapped(tmp_path, official, tiny_weight
         _method(tmp_path / "m")
 
 
-class _Payload:
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.path}",))
-
-
-def test_hostile_pickles_never_run(tmp_path, tiny_weights):
+def test_hostile_pickles_never_run(tmp_path, tiny_weights, pickle_payload):
     trace = tmp_path / "PWNED"
     unet_sd, vq_sd = tiny_weights
     save_official(tmp_path, unet_sd, vq_sd)
     with open(tmp_path / "SinSR_v1.pth", "wb") as f:
-        pickle.dump({"state_dict": _Payload(trace)}, f)
+        pickle.dump({"state_dict": pickle_payload(trace)}, f)
     with pytest.raises(HarnessError, match="SinSR_v1.pth"):
         _method(tmp_path)
-    hostile = {"state_dict": dict(unet_sd), "opt": _Payload(trace)}
+    hostile = {"state_dict": dict(unet_sd), "opt": pickle_payload(trace)}
     torch.save(hostile, tmp_path / "SinSR_v1.pth")
     _method(tmp_path)  # the tensors load, the payload stays inert
     assert not trace.exists()
@@ -402,32 +394,16 @@ def test_profile_random_init_counts_the_tiny_network(tmp_path, cli):
     assert row["macs_fvcore"] > 0
 
 
-def test_weights_manifest_and_fetch(tmp_path, cli, capsys, official, monkeypatch):
-    import http.server
-    import threading
-
+def test_weights_manifest_and_fetch(tmp_path, cli, capsys, official, monkeypatch, serve_folder):
     from harness.weights import load_manifest, path_of
 
     entries = [e for e in load_manifest().values() if "sinsr" in e.used_by]
     assert sorted(e.name for e in entries) == ["SinSR_v1.pth", "autoencoder_vq_f4.pth"]
     assert {e.url.rsplit("/", 2)[-2] for e in entries} == {"v1.0", "v2.0"}  # release tags
 
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **k):
-            super().__init__(*a, directory=str(official), **k)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
     monkeypatch.setenv("HARNESS_WEIGHTS", str(tmp_path / "w"))
-    try:
-        mirror = f"http://127.0.0.1:{httpd.server_address[1]}"
+    with serve_folder(official) as mirror:
         assert cli("weights", "fetch", "sinsr", "--mirror", mirror) == 0
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
     for e in entries:
         assert path_of(e).read_bytes() == (official / e.name).read_bytes()
     capsys.readouterr()

@@ -26,15 +26,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
-from equivalence_sinsr import DEFAULT_LR, ROOT, _crops, _harness, compare, print_rows
+from equivalence_sinsr import (
+    DEFAULT_LR,
+    ROOT,
+    _crops,
+    _harness,
+    compare,
+    print_rows,
+    run_official,
+    tiny_params,
+)
 
 DRIVER = Path(__file__).with_name("resshift_official_driver.py")
 METHOD = {"v1": "resshift", "v2": "resshift", "v3": "resshift_v3"}
@@ -94,30 +100,10 @@ def main() -> int:
         "out": str(out / "official"), "padding_offset": 64,
     }  # fmt: skip
     if not paper:
-        u = unet_cfg
-        job["model_params"] = {
-            "image_size": u.image_size, "model_channels": u.model_channels,
-            "num_res_blocks": list(u.num_res_blocks),
-            "attention_resolutions": list(u.attention_resolutions),
-            "channel_mult": list(u.channel_mult), "num_head_channels": u.num_head_channels,
-            "swin_depth": u.swin_depth, "swin_embed_dim": u.swin_embed_dim,
-            "window_size": u.window_size, "mlp_ratio": u.mlp_ratio,
-            "lq_size": u.image_size,  # else the official UNet adds an LR feature extractor
-        }  # fmt: skip
-        job["vq_params"] = {"ch": vq_cfg.ch, "ch_mult": list(vq_cfg.ch_mult),
-                            "num_res_blocks": vq_cfg.num_res_blocks,
-                            "n_embed": vq_cfg.n_embed}  # fmt: skip
-    (out / "job.json").write_text(json.dumps(job, indent=2))
-    print("official ...", flush=True)
-    t0 = time.perf_counter()
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    proc = subprocess.run([args.python, str(DRIVER), str(out / "job.json")],
-                          cwd=args.checkout, env=env, capture_output=True, text=True)  # fmt: skip
-    official_seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
-        raise SystemExit(f"the official sampler failed (exit {proc.returncode})")
-    official = torch.load(out / "official" / "official.pt", weights_only=True)
+        job["model_params"], job["vq_params"] = tiny_params(unet_cfg, vq_cfg)
+        # else the official UNet adds an LR feature extractor (lq_size != image_size)
+        job["model_params"]["lq_size"] = unet_cfg.image_size
+    official, official_seconds = run_official(args.python, DRIVER, job, out, args.checkout)
 
     rows, ok = compare(ours, official["images"], out / "official", images, noise, timing)
     tiles = sum(len(v) for v in noise.values())

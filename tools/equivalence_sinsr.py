@@ -139,6 +139,37 @@ def print_rows(rows) -> None:
         )
 
 
+def tiny_params(u, vq) -> tuple[dict, dict]:
+    """The official config's ``model.params`` and autoencoder params for tiny widths."""
+    model = {
+        "image_size": u.image_size, "model_channels": u.model_channels,
+        "num_res_blocks": list(u.num_res_blocks),
+        "attention_resolutions": list(u.attention_resolutions),
+        "channel_mult": list(u.channel_mult), "num_head_channels": u.num_head_channels,
+        "swin_depth": u.swin_depth, "swin_embed_dim": u.swin_embed_dim,
+        "window_size": u.window_size, "mlp_ratio": u.mlp_ratio,
+    }  # fmt: skip
+    auto = {"ch": vq.ch, "ch_mult": list(vq.ch_mult), "num_res_blocks": vq.num_res_blocks,
+            "n_embed": vq.n_embed}  # fmt: skip
+    return model, auto
+
+
+def run_official(python, driver: Path, job: dict, out: Path, checkout: Path):
+    """Write ``job.json``, run ``driver`` with the official environment's ``python`` in the
+    checkout, and return (its ``official.pt``, seconds)."""
+    (out / "job.json").write_text(json.dumps(job, indent=2))
+    print("official ...", flush=True)
+    t0 = time.perf_counter()
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = subprocess.run([python, str(driver), str(out / "job.json")],
+                          cwd=checkout, env=env, capture_output=True, text=True)  # fmt: skip
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+        raise SystemExit(f"the official sampler failed (exit {proc.returncode})")
+    return torch.load(out / "official" / "official.pt", weights_only=True), seconds
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkout", type=Path, help="clone of github.com/wyf0912/SinSR")
@@ -194,32 +225,8 @@ def main() -> int:
         "masks": [list(m) for m in MASKS],
     }  # fmt: skip
     if args.arch == "tiny":
-        u = unet_cfg
-        job["model_params"] = {
-            "image_size": u.image_size, "model_channels": u.model_channels,
-            "num_res_blocks": list(u.num_res_blocks),
-            "attention_resolutions": list(u.attention_resolutions),
-            "channel_mult": list(u.channel_mult), "num_head_channels": u.num_head_channels,
-            "swin_depth": u.swin_depth, "swin_embed_dim": u.swin_embed_dim,
-            "window_size": u.window_size, "mlp_ratio": u.mlp_ratio,
-        }  # fmt: skip
-        job["vq_params"] = {
-            "ch": vq_cfg.ch,
-            "ch_mult": list(vq_cfg.ch_mult),
-            "num_res_blocks": vq_cfg.num_res_blocks,
-            "n_embed": vq_cfg.n_embed,
-        }
-    (out / "job.json").write_text(json.dumps(job, indent=2))
-    print("official ...", flush=True)
-    t0 = time.perf_counter()
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
-    proc = subprocess.run([args.python, str(DRIVER), str(out / "job.json")],
-                          cwd=args.checkout, env=env, capture_output=True, text=True)  # fmt: skip
-    official_seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
-        raise SystemExit(f"the official sampler failed (exit {proc.returncode})")
-    official = torch.load(out / "official" / "official.pt", weights_only=True)
+        job["model_params"], job["vq_params"] = tiny_params(unet_cfg, vq_cfg)
+    official, official_seconds = run_official(args.python, DRIVER, job, out, args.checkout)
 
     rows, ok = compare(ours, official["images"], out / "official", images, noise, timing)
     masks = {}

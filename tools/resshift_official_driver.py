@@ -3,7 +3,8 @@
 Executed by the *official* environment's Python (``python resshift_official_driver.py
 JOB.json``), never imported by the harness. It builds ``sampler.ResShiftSampler`` from the
 checkout's config for the release, as ``inference_resshift.py --task realsr`` does, and calls
-its ``inference()`` on one image file at a time, with these run-time patches and nothing else:
+its ``inference()`` on one image file at a time, with these run-time patches
+(the first two from ``official_env.py``) and nothing else:
 
 * without a GPU: ``Module.cuda`` / ``Tensor.cuda`` return the object itself, ``torch.load`` maps
   to the CPU, and ``BaseSampler.setup_dist`` sets one process;
@@ -37,38 +38,19 @@ def main(job_path: str) -> None:
     checkout = Path(job["checkout"]).resolve()
     sys.path.insert(0, str(checkout))
 
+    import official_env
     import torch
-    import torchvision.transforms._functional_tensor as ft
 
-    sys.modules.setdefault("torchvision.transforms.functional_tensor", ft)
-    torch.nn.Module.cuda = lambda self, *a, **k: self
-    torch.Tensor.cuda = lambda self, *a, **k: self
-    real_load = torch.load
-
-    def cpu_load(f, *a, **k):
-        k["map_location"] = "cpu"
-        return real_load(f, *a, **k)
-
-    torch.load = cpu_load
+    official_env.alias_functional_tensor()
+    official_env.cpu()
 
     import sampler as official
     from omegaconf import OmegaConf
 
-    def setup_dist(self, gpu_id=None):
-        self.num_gpus, self.rank = 1, 0
-
-    official.BaseSampler.setup_dist = setup_dist
+    official_env.one_process(official)
 
     configs = OmegaConf.load(checkout / "configs" / CONFIGS[job["release"]])
-    for key, value in job.get("model_params", {}).items():
-        configs.model.params[key] = value
-    for key, value in job.get("vq_params", {}).items():
-        if key in ("embed_dim", "n_embed"):
-            configs.autoencoder.params[key] = value
-        else:
-            configs.autoencoder.params.ddconfig[key] = value
-    configs.model.ckpt_path = job["unet_weights"]
-    configs.autoencoder.ckpt_path = job["vq_weights"]
+    official_env.configure(configs, job)
     configs.diffusion.params.sf = 4
 
     s = official.ResShiftSampler(
@@ -108,7 +90,7 @@ def main(job_path: str) -> None:
 
     official.util_image.tensor2img = record
 
-    noises = real_load(job["noise"], weights_only=True, map_location="cpu")
+    noises = torch.load(job["noise"], weights_only=True)
     out = Path(job["out"])
     out.mkdir(parents=True, exist_ok=True)
     results = {}

@@ -3,7 +3,8 @@
 Executed by the *official* environment's Python (``python sinsr_official_driver.py JOB.json``),
 never imported by the harness. It imports ``sampler.Sampler`` from the checkout and calls its
 ``inference()`` on one image file at a time, exactly as ``inference.py --one_step`` does, with
-these run-time patches and nothing else:
+these run-time patches
+(the first two from ``official_env.py``) and nothing else:
 
 * without a GPU: ``Module.cuda`` / ``Tensor.cuda`` return the object itself, ``torch.load`` maps
   to the CPU, and ``BaseSampler.setup_dist`` (which asserts one visible GPU) sets one process;
@@ -28,42 +29,22 @@ def main(job_path: str) -> None:
     checkout = Path(job["checkout"]).resolve()
     sys.path.insert(0, str(checkout))
 
+    import official_env
     import torch
-    import torchvision.transforms._functional_tensor as ft
 
-    sys.modules.setdefault("torchvision.transforms.functional_tensor", ft)
+    official_env.alias_functional_tensor()
     device = job.get("device", "cpu")
     if device == "cpu":
-        torch.nn.Module.cuda = lambda self, *a, **k: self
-        torch.Tensor.cuda = lambda self, *a, **k: self
-        real_load = torch.load
-
-        def cpu_load(f, *a, **k):
-            k["map_location"] = "cpu"
-            return real_load(f, *a, **k)
-
-        torch.load = cpu_load
+        official_env.cpu()
 
     import sampler as official
     from omegaconf import OmegaConf
 
     if device == "cpu":
-
-        def setup_dist(self, gpu_id=None):
-            self.num_gpus, self.rank = 1, 0
-
-        official.BaseSampler.setup_dist = setup_dist
+        official_env.one_process(official)
 
     configs = OmegaConf.load(checkout / "configs" / "SinSR.yaml")
-    for key, value in job.get("model_params", {}).items():
-        configs.model.params[key] = value
-    for key, value in job.get("vq_params", {}).items():
-        if key in ("embed_dim", "n_embed"):
-            configs.autoencoder.params[key] = value
-        else:
-            configs.autoencoder.params.ddconfig[key] = value
-    configs.model.ckpt_path = job["unet_weights"]
-    configs.autoencoder.ckpt_path = job["vq_weights"]
+    official_env.configure(configs, job)
     configs.diffusion.params.timestep_respacing = configs.diffusion.params.steps
     configs.diffusion.params.sf = 4
     configs.autoencoder.use_fp16 = bool(job["fp16"])
