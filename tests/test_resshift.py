@@ -203,6 +203,7 @@ def test_harness_run_on_the_embedded_set(cache_dir, official, tmp_path, cli):
     assert entry["card"]["stochastic"] and entry["card"]["steps"] == 4
 
 
+@pytest.mark.slow
 def test_macs_count_every_step(official):
     """fvcore over the chain: the 15-step model costs 11 UNet passes more than the 4-step one,
     and nothing else differs (same autoencoder work)."""

@@ -31,7 +31,9 @@ import tempfile
 from pathlib import Path
 
 import torch
-from equivalence_sinsr import (
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or by path
+from equivalence_sinsr import (  # noqa: E402
     DEFAULT_LR,
     ROOT,
     _crops,
