@@ -6,7 +6,8 @@ only when the cell behind it measured the same thing:
 
 * the same method name and dataset name (:func:`dataset_key`), and the dataset has the
   published size (93 DRealSR pairs, 100 RealSR, 3000 DIV2K-Val): a subset is not the paper's
-  number;
+  number. The set is recognised by name and size, not by file hashes: copies of the same test
+  set differ in their PNG bytes (re-encoded), so a hash would refuse the right images;
 * the metric computed under the papers' protocol (``protocol`` in the file: pyiqa id and every
   option, read from the run's ``summary.json``);
 * a mean exists (a metric reported missing stays missing, with its reason).
