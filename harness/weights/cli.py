@@ -92,12 +92,14 @@ def run(args: argparse.Namespace) -> int:
         return _fabricate(chosen, args)
     bad = 0
     # protection: what keeps a file's pickled code from running (see manager.protection)
-    print(f"{'state':10s} {'id':22s} {'used by':22s} {'protection':18s} path")
+    wid = max([22] + [len(e.id) for e in chosen])
+    wuse = max([22] + [len(",".join(e.used_by)) for e in chosen])
+    print(f"{'state':10s} {'id':{wid}s} {'used by':{wuse}s} {'protection':18s} path")
     for e in chosen:
         st = status(e, args.data_root)
         bad += not st.usable
         detail = f"  ({st.detail})" if st.detail else ""
-        print(f"{st.state:10s} {e.id:22s} {','.join(e.used_by):22s} {st.protection:18s} "
+        print(f"{st.state:10s} {e.id:{wid}s} {','.join(e.used_by):{wuse}s} {st.protection:18s} "
               f"{st.path}{detail}")  # fmt: skip
     if args.action == "check" and bad:
         print(f"{bad} of {len(chosen)} files missing or wrong: `harness weights fetch NAME`")
