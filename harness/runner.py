@@ -117,7 +117,7 @@ def sr_stage(
     log(f"{name} on {ds.name}: {cached} SR images reused from cache, {len(todo)} to compute{why}")
     if not todo:
         return
-    if getattr(method, "loaded_as", None) != (device, dtype, False):
+    if method.loaded_as != (device, dtype, False):
         load_measured(method, device, dtype)  # records the memory baseline for the profiler
     batch_size = max(1, int(method.cfg.get("batch_size", 1)))
     batches = [todo[i : i + batch_size] for i in range(0, len(todo), batch_size)]
@@ -160,7 +160,7 @@ def sr_stage(
 def _release(methods: list[SRMethod], i: int) -> None:
     """Free ``methods[i]``'s model, if it was loaded: the list gets a fresh, unloaded instance
     in its place (the only reference the run keeps), and the memory is returned now."""
-    if getattr(methods[i], "loaded_as", None) is None:
+    if methods[i].loaded_as is None:
         return
     methods[i] = type(methods[i])(methods[i].cfg)
     gc.collect()

@@ -103,6 +103,8 @@ class SRMethod(ABC):
         self.cfg: dict[str, Any] = dict(cfg or {})
         self.device = torch.device("cpu")
         self.dtype = torch.float32
+        # (device, dtype, random_init) of the last load(); None until loaded
+        self.loaded_as: tuple[torch.device, torch.dtype, bool] | None = None
 
     @property
     def scale(self) -> int:

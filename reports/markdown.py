@@ -53,10 +53,10 @@ def table_frame(table: DatasetTable, notes: fmt.Footnotes, ci: bool) -> pd.DataF
 
 def render(
     report: Report, ci: bool = False, alpha: float = 0.05, figures: list[tuple[str, str]] = (),
-    published: str = "",
+    published: pd.DataFrame | None = None, protocol_notes: dict[str, str] | None = None,
 ) -> str:  # fmt: skip
     """The whole Markdown document; ``figures`` are (caption, relative path of a PNG);
-    ``published`` the reproduced-vs-published section (``published.render_markdown``)."""
+    ``published`` the rows of ``published.compare`` (see :func:`published_section`)."""
     notes = fmt.Footnotes()
     parts: list[str] = []
     for table in report.tables:
@@ -70,8 +70,8 @@ def render(
     text = "\n\n".join(parts) + "\n" if parts else ""
     if notes.texts:
         text += "\n" + "\n".join(f"[{i}] {n}" for i, n in enumerate(notes.texts, 1)) + "\n"
-    if published:
-        text += "\n" + published
+    if published is not None and len(published):
+        text += "\n" + published_section(published, protocol_notes)
     if report.efficiency is not None:
         frame, title, eff_notes = fmt.efficiency_frame(report.efficiency)
         text += ("\n" if text else "") + f"### {title}\n\n{_to_markdown(frame)}\n\n"
@@ -80,3 +80,46 @@ def render(
         text += "\n### Figures\n\n" + "\n\n".join(f"![{c}]({p})\n\n*{c}*" for c, p in figures)
         text += "\n"
     return text
+
+
+def _letter(i: int) -> str:
+    # sources are lettered, apart from the tables' numbered footnotes
+    return "abcdefghijklmnopqrstuvwxyz"[i] if i < 26 else f"s{i + 1}"
+
+
+def published_section(frame: pd.DataFrame, protocol_notes: dict[str, str] | None = None) -> str:
+    """Reproduced vs published (``published.compare``'s frame): one table per dataset with
+    Method, Metric, Ours, Published, Δ and a ✓ where ours rounds to the printed value; rows
+    not compared say why; sources as lettered notes; ``protocol_notes`` per metric shown."""
+    if frame.empty:
+        return ""
+    protocol_notes = protocol_notes or {}
+    sources = list(dict.fromkeys(frame["source"]))
+    parts = []
+    for dataset, rows in frame.groupby("dataset", sort=False):
+        lines = []
+        for r in rows.itertuples():
+            d = int(r.decimals)
+            ours = "n/a" if pd.isna(r.ours) else f"{r.ours:.{d + 1}f}"
+            if r.compared:
+                delta = f"{r.delta:+.{d + 1}f}" + (" ✓" if r.matches else "")
+            else:
+                delta = f"not compared: {r.reason}"
+            ref = _letter(sources.index(r.source))
+            lines.append(
+                f"| {r.label} | {r.metric.upper()} | {ours} | {r.published:.{d}f} [{ref}] "
+                f"| {delta} |"
+            )
+        parts.append(
+            f"### {dataset}: reproduced vs published\n\n"
+            "| Method | Metric | Ours | Published | Ours − published |\n"
+            "|:--|:--|--:|--:|:--|\n" + "\n".join(lines)
+        )
+    notes = "\n".join(f"[{_letter(i)}] {s}" for i, s in enumerate(sources))
+    legend = [
+        "✓: ours, rounded to the printed decimals, equals the published value. Ours is shown "
+        "with one more decimal than the paper printed."
+    ]
+    legend += [f"{m.upper()}: {protocol_notes[m]}" for m in dict.fromkeys(frame["metric"])
+               if m in protocol_notes]  # fmt: skip
+    return "\n\n".join(parts) + "\n\n" + "\n".join(f"- {x}" for x in legend) + "\n\n" + notes + "\n"

@@ -147,9 +147,12 @@ def make_report(req: Request) -> tuple[str, Path]:
     _check_images(req, report)
     made = _figures(req, report) if req.figures else []  # errors before any file is written
     figs = _write_figures(req, made, out)
-    pub = published.compare(report) if req.published else None
-    pub_text = "" if pub is None else published.render_markdown(pub, published.notes())
-    text = markdown.render(report, ci=req.ci, alpha=req.alpha, figures=figs, published=pub_text)
+    pub, notes = None, None
+    if req.published:
+        data = published.load()
+        pub, notes = published.compare(report, data), published.notes(data)
+    text = markdown.render(report, ci=req.ci, alpha=req.alpha, figures=figs, published=pub,
+                           protocol_notes=notes)  # fmt: skip
     if "md" in req.formats:
         write_text(out / "report.md", text)
         req.written.append(out / "report.md")

@@ -13,7 +13,7 @@ import pytest
 
 from harness.errors import HarnessError
 from harness.imageio import write_png
-from harness.reports import published
+from harness.reports import markdown, published
 from harness.reports.load import load_runs
 from harness.reports.tables import build
 
@@ -87,7 +87,7 @@ def test_a_full_set_is_compared_and_a_reproduction_to_the_digit_is_ticked(tmp_pa
     psnr = frame.set_index("metric").loc["psnr"]
     assert psnr["compared"] and not bool(psnr["matches"])
     assert psnr["delta"] == pytest.approx(mean - float(off))
-    text = published.render_markdown(frame)
+    text = markdown.published_section(frame)
     assert f"| osediff | PSNR | {mean:.3f} | {off} [a] |" in text
     assert "✓" not in text.split("\n- ")[0].split("| PSNR |")[1].split("\n")[0]
 

@@ -107,7 +107,7 @@ def profile_method(
 
     name = method.card.name
     method.check_input_size(lr_size, lr_size)
-    if getattr(method, "loaded_as", None) != (device, dtype, random_init) or method not in _LOADS:
+    if method.loaded_as != (device, dtype, random_init) or method not in _LOADS:
         log(f"profiling {name}: loading ({'random' if random_init else 'loaded'} weights)")
         load_measured(method, device, dtype, random_init)  # not loaded already by the SR stage
     lr = torch.rand(1, 3, lr_size, lr_size, generator=torch.Generator().manual_seed(0))
