@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from harness.methods.adcsr import AdcSR
 from harness.methods.base import DTYPES, MethodCard, SRMethod, WeightFile
+from harness.methods.bsrgan import BSRGAN
 from harness.methods.classical import Bicubic, Lanczos
 from harness.methods.osediff import OSEDiff
 from harness.methods.realesrgan import RealESRGAN
@@ -14,7 +15,8 @@ from harness.registry import Registry
 
 METHODS: Registry[type[SRMethod]] = Registry("method")
 
-for _cls in (Bicubic, Lanczos, RealESRGAN, AdcSR, SinSR, ResShift, ResShiftV3, OSEDiff, S3Diff):
+_ALL = (Bicubic, Lanczos, RealESRGAN, BSRGAN, AdcSR, SinSR, ResShift, ResShiftV3, OSEDiff, S3Diff)
+for _cls in _ALL:
     METHODS.register(_cls.card.name)(_cls)
 
 __all__ = ["DTYPES", "METHODS", "MethodCard", "SRMethod", "WeightFile"]

@@ -1,7 +1,7 @@
-"""`harness weights fabricate` for the method weights (AdcSR, S3Diff, SinSR, Real-ESRGAN's
-release file): fabricate through the CLI, `weights check` passes with the fabricated manifest,
-`harness run` uses the files, and the network the adapter loads holds exactly the fabricated
-weights (a wrong key mapping on either side, writing or loading, fails here).
+"""`harness weights fabricate` for the method weights (AdcSR, S3Diff, SinSR, ResShift,
+Real-ESRGAN's release file, BSRGAN): fabricate through the CLI, `weights check` passes with the
+fabricated manifest, `harness run` uses the files, and the network the adapter loads holds
+exactly the fabricated weights (a wrong key mapping on either side, writing or loading, fails here).
 
 Tiny architectures (``--tiny``, ``method.arch=tiny``). The fast runs use one crop of the embedded
 set (LR 32x32 -> 128x128): tiny S3Diff and SinSR still take ~10-25 s per 128x128 LR on a 2-core
@@ -24,6 +24,7 @@ CASES = {
     "sinsr": ("sinsr", ()),
     "resshift_v3": ("resshift_v3", ()),
     "realesrgan": ("realesrgan-official", ("method.weights=official",)),
+    "bsrgan": ("bsrgan", ()),
 }
 
 
@@ -84,7 +85,8 @@ def _expected(method: str) -> dict[str, dict[str, torch.Tensor]]:
         from harness.methods.realesrgan.arch import RRDBConfig, RRDBNet
 
         torch.manual_seed(0)
-        return {"net": _half(RRDBNet(RRDBConfig.tiny()).state_dict())}
+        sd = RRDBNet(RRDBConfig.tiny()).state_dict()  # BSRGAN's release is fp32, Real-ESRGAN's fp16
+        return {"net": sd if method == "bsrgan" else _half(sd)}
 
 
 def _loaded(method: str, home: Path) -> dict[str, dict[str, torch.Tensor]]:

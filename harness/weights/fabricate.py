@@ -265,6 +265,17 @@ def _realesrgan_official(tiny: bool, seed: int) -> None:
                     path_of(load_manifest()["realesrgan-official"]))  # fmt: skip
 
 
+def _bsrgan(tiny: bool, seed: int) -> None:
+    """BSRGAN.pth: a plain state dict in BSRGAN's key layout (fp32, as released)."""
+    from harness.methods.bsrgan.convert import to_official
+    from harness.methods.realesrgan.arch import RRDBConfig, RRDBNet
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = RRDBNet(RRDBConfig.tiny() if tiny else RRDBConfig.paper())
+    save_checkpoint(to_official(net.state_dict()), path_of(load_manifest()["bsrgan"]))
+
+
 def _dape(entry_id: str) -> Callable[[Path], None]:
     def make(path: Path) -> None:  # RAM / DAPE files in the official layout (OSEDiff's prompt)
         from harness.methods.dape.fabricate import write_one
@@ -296,9 +307,18 @@ MAKERS: dict[str, Callable[..., None]] = {
     **{i: _group("sinsr", _sinsr) for i in SINSR_IDS},
     **{i: _group("resshift", _resshift) for i in RESSHIFT_IDS},
     "realesrgan-official": _group("realesrgan-official", _realesrgan_official),
+    "bsrgan": _group("bsrgan", _bsrgan),
 }
 # makers that take tiny=True and seed (tiny architectures, for tests): method weights
-SIZED = {*_OSEDIFF_ROLES, *ADCSR_IDS, *S3DIFF_IDS, *SINSR_IDS, *RESSHIFT_IDS, "realesrgan-official"}
+SIZED = {
+    *_OSEDIFF_ROLES,
+    *ADCSR_IDS,
+    *S3DIFF_IDS,
+    *SINSR_IDS,
+    *RESSHIFT_IDS,
+    "realesrgan-official",
+    "bsrgan",
+}
 
 
 def metric_ids() -> list[str]:

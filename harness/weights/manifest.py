@@ -181,6 +181,9 @@ BUILTIN: tuple[WeightEntry, ...] = (
                 "harness:realesrgan", ("realesrgan-official",), "BSD-3-Clause",
                 sha256="4fa0d38905f75ac06eb49a7951b426670021be3018265fd191d2125df9d682f1",
                 size=67_040_989),
+    # BSRGAN x4 (KAIR's release); no sha256 is published (presence checked only)
+    WeightEntry("bsrgan", "BSRGAN.pth", "https://github.com/cszn/KAIR/releases/download/v1.0/BSRGAN.pth",
+                "harness:bsrgan", ("bsrgan",), "Apache-2.0 (BSRGAN)"),
     WeightEntry("testset-div2k-val", "DIV2K-Val.zip", f"{ADCSR_HF}/DIV2K-Val.zip", "data",
                 ("div2k_val",), "DIV2K: academic research only", unpack=True),
     WeightEntry("testset-realsr", "RealSR.zip", f"{ADCSR_HF}/RealSR.zip", "data", ("realsr",),

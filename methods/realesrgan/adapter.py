@@ -62,6 +62,7 @@ def run_tiled(net: torch.nn.Module, x: torch.Tensor, tile: int, pad: int, scale:
 
 
 class RealESRGAN(SRMethod):
+    official_id: str = OFFICIAL_ID  # the weights manifest entry of weights=official
     card = MethodCard(
         name="realesrgan",
         display_name="Real-ESRGAN",
@@ -164,20 +165,23 @@ class RealESRGAN(SRMethod):
     def _official(self, paper: bool) -> Path:
         from harness.weights.manifest import load_manifest
 
-        entry = load_manifest()[OFFICIAL_ID]
+        entry = load_manifest()[self.official_id]
         path = self._folder() / entry.name
         if not path.is_file():
             raise HarnessError(
-                f"realesrgan: method.weights=official needs {entry.name} in {self._folder()}: "
-                f"`harness weights fetch {OFFICIAL_ID}` (from {entry.url}) or `harness weights "
-                "import DIR`; or use method.weights=package"
+                f"{self.card.name}: method.weights=official needs {entry.name} in "
+                f"{self._folder()}: `harness weights fetch {self.official_id}` (from "
+                f"{entry.url}) or `harness weights import DIR`{self._other_choices()}"
             )
         if paper and entry.sha256 and file_digest(path) != entry.sha256:
             raise HarnessError(
                 f"{path}: sha256 {file_digest(path)[:16]}... is not the official release's "
-                f"{entry.sha256[:16]}... (manifest entry {OFFICIAL_ID})"
+                f"{entry.sha256[:16]}... (manifest entry {self.official_id})"
             )
         return path
+
+    def _other_choices(self) -> str:
+        return "; or use method.weights=package"
 
     def _converted(self, key: str, files: package.NcnnFiles) -> Path | dict[str, torch.Tensor]:
         """The cached conversion of ``files`` if there is a readable one, else the converted
@@ -218,7 +222,7 @@ class RealESRGAN(SRMethod):
         super().load(device, dtype, random_init)
         net = self.build_model()
         if not random_init:
-            load_strict(net, self._state_dict(), "realesrgan", self._arch_name())
+            load_strict(net, self._state_dict(), self.card.name, self._arch_name())
             self._resolved = None  # drop the weights (found again if ever needed)
         # channels-last: oneDNN's convolutions are ~17% faster on a CPU (outputs within 1e-5)
         self.net = net.to(device=device, dtype=dtype, memory_format=torch.channels_last).eval()
