@@ -11,11 +11,13 @@ from harness.methods.realesrgan import RealESRGAN
 from harness.methods.resshift import ResShift, ResShiftV3
 from harness.methods.s3diff import S3Diff
 from harness.methods.sinsr import SinSR
+from harness.methods.swinir import SwinIRMethod
 from harness.registry import Registry
 
 METHODS: Registry[type[SRMethod]] = Registry("method")
 
-_ALL = (Bicubic, Lanczos, RealESRGAN, BSRGAN, AdcSR, SinSR, ResShift, ResShiftV3, OSEDiff, S3Diff)
+_ALL = (Bicubic, Lanczos, RealESRGAN, BSRGAN, SwinIRMethod, AdcSR, SinSR, ResShift, ResShiftV3,
+        OSEDiff, S3Diff)  # fmt: skip
 for _cls in _ALL:
     METHODS.register(_cls.card.name)(_cls)
 

@@ -1,7 +1,8 @@
 """`harness weights fabricate` for the method weights (AdcSR, S3Diff, SinSR, ResShift,
-Real-ESRGAN's release file, BSRGAN): fabricate through the CLI, `weights check` passes with the
-fabricated manifest, `harness run` uses the files, and the network the adapter loads holds
-exactly the fabricated weights (a wrong key mapping on either side, writing or loading, fails here).
+Real-ESRGAN's release file, BSRGAN, SwinIR): fabricate through the CLI, `weights check` passes
+with the fabricated manifest, `harness run` uses the files, and the network the adapter loads
+holds exactly the fabricated weights (a wrong key mapping on either side, writing or loading,
+fails here).
 
 Tiny architectures (``--tiny``, ``method.arch=tiny``). The fast runs use one crop of the embedded
 set (LR 32x32 -> 128x128): tiny S3Diff and SinSR still take ~10-25 s per 128x128 LR on a 2-core
@@ -25,6 +26,7 @@ CASES = {
     "resshift_v3": ("resshift_v3", ()),
     "realesrgan": ("realesrgan-official", ("method.weights=official",)),
     "bsrgan": ("bsrgan", ()),
+    "swinir": ("swinir", ()),
 }
 
 
@@ -82,6 +84,11 @@ def _expected(method: str) -> dict[str, dict[str, torch.Tensor]]:
 
             unet, vq = random_weights(SwinUNetConfig.tiny(), VQConfig.tiny(), seed=0)
             return {"unet": _half(unet), "vq": _half(vq)}
+        if method == "swinir":
+            from harness.methods.swinir import SwinIRConfig
+            from harness.methods.swinir.arch import random_state_dict
+
+            return {"net": random_state_dict(SwinIRConfig.tiny(), 0)}
         from harness.methods.realesrgan.arch import RRDBConfig, RRDBNet
 
         torch.manual_seed(0)

@@ -276,6 +276,16 @@ def _bsrgan(tiny: bool, seed: int) -> None:
     save_checkpoint(to_official(net.state_dict()), path_of(load_manifest()["bsrgan"]))
 
 
+def _swinir(tiny: bool, seed: int) -> None:
+    """The Real-SwinIR release files (M and L): the network under ``params_ema``, fp32."""
+    from harness.methods.swinir import SwinIRConfig
+    from harness.methods.swinir.arch import random_state_dict
+
+    for i, (size, cfg) in enumerate((("m", SwinIRConfig.m()), ("l", SwinIRConfig.l()))):
+        sd = random_state_dict(SwinIRConfig.tiny() if tiny else cfg, seed + i)
+        save_checkpoint({"params_ema": sd}, path_of(load_manifest()[f"swinir-{size}"]))
+
+
 def _dape(entry_id: str) -> Callable[[Path], None]:
     def make(path: Path) -> None:  # RAM / DAPE files in the official layout (OSEDiff's prompt)
         from harness.methods.dape.fabricate import write_one
@@ -308,6 +318,7 @@ MAKERS: dict[str, Callable[..., None]] = {
     **{i: _group("resshift", _resshift) for i in RESSHIFT_IDS},
     "realesrgan-official": _group("realesrgan-official", _realesrgan_official),
     "bsrgan": _group("bsrgan", _bsrgan),
+    **{i: _group("swinir", _swinir) for i in ("swinir-m", "swinir-l")},
 }
 # makers that take tiny=True and seed (tiny architectures, for tests): method weights
 SIZED = {
@@ -318,6 +329,8 @@ SIZED = {
     *RESSHIFT_IDS,
     "realesrgan-official",
     "bsrgan",
+    "swinir-m",
+    "swinir-l",
 }
 
 

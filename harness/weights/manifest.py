@@ -184,6 +184,11 @@ BUILTIN: tuple[WeightEntry, ...] = (
     # BSRGAN x4 (KAIR's release); no sha256 is published (presence checked only)
     WeightEntry("bsrgan", "BSRGAN.pth", "https://github.com/cszn/KAIR/releases/download/v1.0/BSRGAN.pth",
                 "harness:bsrgan", ("bsrgan",), "Apache-2.0 (BSRGAN)"),
+    # Real-SwinIR x4 GAN, M and L (the release of JingyunLiang/SwinIR); no sha256 is published
+    *(WeightEntry(f"swinir-{size}", name, f"https://github.com/JingyunLiang/SwinIR/releases/download/v0.0/{name}",
+                  "harness:swinir", (user,), "Apache-2.0 (SwinIR)")
+      for size, name, user in (("m", "003_realSR_BSRGAN_DFO_s64w8_SwinIR-M_x4_GAN.pth", "swinir"),
+                               ("l", "003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN.pth", "swinir-l"))),
     WeightEntry("testset-div2k-val", "DIV2K-Val.zip", f"{ADCSR_HF}/DIV2K-Val.zip", "data",
                 ("div2k_val",), "DIV2K: academic research only", unpack=True),
     WeightEntry("testset-realsr", "RealSR.zip", f"{ADCSR_HF}/RealSR.zip", "data", ("realsr",),

@@ -1,0 +1,190 @@
+"""SwinIR equivalence: the harness's ``swinir`` method against the official test script, pixel by
+pixel.
+
+The official ``main_test_swinir.py --task real_sr --scale 4`` (JingyunLiang/SwinIR checkout)
+runs *unchanged* in its own Python (``--python``: an environment with torch, timm (the authors'
+cog.yaml pins 0.4.12), opencv-python, requests and numpy), with ``--large_model`` for
+``--size l`` and ``--tile N --tile_overlap K`` when given. It reads the LR images from a scratch
+folder (DRealSR LR crops by default) and a release-format checkpoint written there: random
+weights from the official ``SwinIR``'s own initialisation (seeded) under ``params_ema``, so the
+file is found and no download happens. It picks the CPU by itself when there is no GPU.
+
+The harness's ``swinir`` method loads the same file and upscales the same images; the script
+compares the 8-bit images (max difference in levels, share of differing values) and the
+networks' float outputs on the same padded input (the official ``SwinIR`` imported from the
+checkout into this process; it needs timm, which the harness environment has).
+
+    git clone https://github.com/JingyunLiang/SwinIR ../SwinIR
+    python tools/equivalence_swinir.py ../SwinIR --python /path/to/official-env/bin/python
+
+``--write-golden FILE`` instead writes the official network's outputs for the test-sized
+configuration on seeded weights and inputs (``tests/data/swinir_official_tiny.json``, which
+``tests/test_swinir.py`` checks the harness network against).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SHARED_LR = HERE.parent.parent / "shared" / "data" / "drealsr" / "LR"
+FILES = {"m": "003_realSR_BSRGAN_DFO_s64w8_SwinIR-M_x4_GAN.pth",
+         "l": "003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN.pth"}  # fmt: skip
+# the official define_model's real_sr networks
+OFFICIAL = {
+    "m": dict(embed_dim=180, depths=[6] * 6, num_heads=[6] * 6, resi_connection="1conv"),
+    "l": dict(embed_dim=240, depths=[6] * 9, num_heads=[8] * 9, resi_connection="3conv"),
+}
+
+
+def _lr_images(folder: Path, limit: int, crop: int, dest: Path) -> list[str]:
+    from PIL import Image
+
+    dest.mkdir(parents=True)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")[:limit]
+    for p in files:
+        img = Image.open(p).convert("RGB")
+        if crop:
+            img = img.crop((0, 0, min(crop, img.width), min(crop, img.height)))
+        img.save(dest / p.name)
+    return [p.stem for p in files]
+
+
+# the golden cases: (input height, width); one below the training size (masks computed), one
+# at it (the stored masks used)
+GOLDEN_SIZES = ((6, 5), (16, 16))
+GOLDEN_SAMPLES = 97  # output values kept per case, at evenly spaced flat indices
+
+
+def golden_summary(y) -> dict:
+    """What the golden file keeps of an output ``(1, 3, H, W)``: row and column means and
+    evenly spaced values (enough to catch any wrong part, small enough to read)."""
+    flat = y.flatten()
+    step = max(1, flat.numel() // GOLDEN_SAMPLES)
+    return {
+        "shape": list(y.shape),
+        "row_means": y.mean(dim=(0, 1, 3)).tolist(),
+        "col_means": y.mean(dim=(0, 1, 2)).tolist(),
+        "samples": flat[::step].tolist(),
+    }
+
+
+def write_golden(checkout: Path, path: Path) -> None:
+    import torch
+
+    from harness.methods.swinir import SwinIRConfig
+    from harness.methods.swinir.arch import random_state_dict
+
+    sys.path.insert(0, str(checkout))
+    from models.network_swinir import SwinIR as OfficialNet
+
+    cfg = SwinIRConfig.tiny()
+    weights = random_state_dict(cfg, seed=0)  # loaded into the official network
+    net = OfficialNet(upscale=4, in_chans=3, img_size=cfg.img_size, window_size=cfg.window,
+                      img_range=1.0, depths=list(cfg.depths), embed_dim=cfg.dim,
+                      num_heads=list(cfg.heads), mlp_ratio=cfg.mlp_ratio, upsampler="nearest+conv",
+                      resi_connection=cfg.resi).eval()  # fmt: skip
+    net.load_state_dict(weights, strict=True)
+    cases = []
+    for h, w in GOLDEN_SIZES:
+        x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(h * 100 + w))
+        with torch.no_grad():
+            cases.append({"input": [h, w]} | golden_summary(net(x)))
+    path.write_text(json.dumps({
+        "what": "official SwinIR (models/network_swinir.py) outputs for SwinIRConfig.tiny(), "
+                "weights: random_state_dict(SwinIRConfig.tiny(), seed=0) (methods/swinir/arch.py); "
+                "input: torch.rand(1, 3, h, w) from Generator().manual_seed(h * 100 + w)",
+        "torch": torch.__version__, "cases": cases}, indent=0) + "\n")  # fmt: skip
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("checkout", type=Path, help="checkout of JingyunLiang/SwinIR")
+    ap.add_argument("--python", default=sys.executable,
+                    help="the official environment's interpreter (default: this one)")  # fmt: skip
+    ap.add_argument("--size", choices=("m", "l"), default="m")
+    ap.add_argument("--images", type=Path, default=SHARED_LR, help="folder of LR PNGs")
+    ap.add_argument("--limit", type=int, default=3, help="at most this many images")
+    ap.add_argument("--crop", type=int, default=60, help="top-left NxN LR crop (0 = whole)")
+    ap.add_argument("--tile", type=int, default=0, help="tile size for both (0 = whole image)")
+    ap.add_argument("--tile-overlap", type=int, default=32)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, help="write the numbers as JSON here")
+    ap.add_argument("--write-golden", type=Path, help="write the tiny golden file here and stop")
+    args = ap.parse_args()
+    if args.write_golden:
+        write_golden(args.checkout, args.write_golden)
+        return
+
+    import numpy as np
+    import torch
+
+    from harness.imageio import from_tensor, read_rgb, to_tensor
+    from harness.methods.swinir import SwinIRMethod
+    from harness.methods.swinir.adapter import mirror_pad
+
+    sys.path.insert(0, str(args.checkout))
+    from models.network_swinir import SwinIR as OfficialNet  # the checkout's network
+
+    work = Path(tempfile.mkdtemp(prefix="eq-swinir-"))
+    stems = _lr_images(args.images, args.limit, args.crop, work / "lq")
+    torch.manual_seed(args.seed)  # the official network's own initialisation, seeded
+    official = OfficialNet(upscale=4, in_chans=3, img_size=64, window_size=8, img_range=1.0,
+                           mlp_ratio=2, upsampler="nearest+conv",
+                           **OFFICIAL[args.size]).eval()  # fmt: skip
+    pth = work / "model_zoo" / FILES[args.size]
+    pth.parent.mkdir()
+    torch.save({"params_ema": official.state_dict()}, pth)
+
+    cmd = [args.python, str((args.checkout / "main_test_swinir.py").resolve()), "--task", "real_sr",
+           "--scale", "4", "--model_path", str(pth), "--folder_lq", str(work / "lq")]  # fmt: skip
+    if args.size == "l":
+        cmd.append("--large_model")
+    if args.tile:
+        cmd += ["--tile", str(args.tile), "--tile_overlap", str(args.tile_overlap)]
+    subprocess.run(cmd, cwd=work, check=True)
+    results = work / "results" / ("swinir_real_sr_x4" + ("_large" if args.size == "l" else ""))
+
+    ours = SwinIRMethod({"size": args.size, "weights": str(pth), "tile": args.tile,
+                         "tile_overlap": args.tile_overlap})  # fmt: skip
+    ours.load(torch.device("cpu"), torch.float32)
+    rows = []
+    for stem in stems:
+        lr = read_rgb(work / "lq" / f"{stem}.png")
+        theirs = read_rgb(results / f"{stem}_SwinIR.png")
+        x = to_tensor(lr)
+        with torch.inference_mode():
+            mine = from_tensor(ours.upscale(x)[0])
+            padded = mirror_pad(x, 8)
+            a, b = official(padded), ours.net(padded)
+        diff = np.abs(theirs.astype(int) - mine.astype(int))
+        row = {
+            "image": stem,
+            "lr_size": list(lr.shape[:2]),
+            "net_max_abs_diff": float((a - b).abs().max()),
+            "max_diff_8bit": int(diff.max()),
+            "differing_values": float((diff > 0).mean()),
+        }
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    summary = {
+        "size": args.size,
+        "tile": args.tile,
+        "images": len(rows),
+        "net_max_abs_diff": max(r["net_max_abs_diff"] for r in rows),
+        "max_diff_8bit": max(r["max_diff_8bit"] for r in rows),
+        "differing_values": sum(r["differing_values"] for r in rows) / len(rows),
+        "torch": torch.__version__,
+    }
+    print(json.dumps(summary))
+    if args.out:
+        args.out.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
