@@ -1,8 +1,8 @@
 """`harness weights fabricate` for the method weights (AdcSR, S3Diff, SinSR, ResShift,
-Real-ESRGAN's release file, BSRGAN, SwinIR): fabricate through the CLI, `weights check` passes
-with the fabricated manifest, `harness run` uses the files, and the network the adapter loads
-holds exactly the fabricated weights (a wrong key mapping on either side, writing or loading,
-fails here).
+Real-ESRGAN's release file, BSRGAN, SwinIR, FeMaSR): fabricate through the CLI, `weights check`
+passes with the fabricated manifest, `harness run` uses the files, and the network the adapter
+loads holds exactly the fabricated weights (a wrong key mapping on either side, writing or
+loading, fails here).
 
 Tiny architectures (``--tiny``, ``method.arch=tiny``). The fast runs use one crop of the embedded
 set (LR 32x32 -> 128x128): tiny S3Diff and SinSR still take ~10-25 s per 128x128 LR on a 2-core
@@ -27,6 +27,7 @@ CASES = {
     "realesrgan": ("realesrgan-official", ("method.weights=official",)),
     "bsrgan": ("bsrgan", ()),
     "swinir": ("swinir", ()),
+    "femasr": ("femasr", ()),
 }
 
 
@@ -89,6 +90,10 @@ def _expected(method: str) -> dict[str, dict[str, torch.Tensor]]:
             from harness.methods.swinir.arch import random_state_dict
 
             return {"net": random_state_dict(SwinIRConfig.tiny(), 0)}
+        if method == "femasr":
+            from harness.methods.femasr.arch import FeMaSRConfig, random_state_dict
+
+            return {"net": random_state_dict(FeMaSRConfig.tiny(), 0)}
         from harness.methods.realesrgan.arch import RRDBConfig, RRDBNet
 
         torch.manual_seed(0)

@@ -286,6 +286,14 @@ def _swinir(tiny: bool, seed: int) -> None:
         save_checkpoint({"params_ema": sd}, path_of(load_manifest()[f"swinir-{size}"]))
 
 
+def _femasr(tiny: bool, seed: int) -> None:
+    """FeMaSR_SRX4_model_g.pth: the network under ``params``, fp32."""
+    from harness.methods.femasr.arch import FeMaSRConfig, random_state_dict
+
+    cfg = FeMaSRConfig.tiny() if tiny else FeMaSRConfig.paper()
+    save_checkpoint({"params": random_state_dict(cfg, seed)}, path_of(load_manifest()["femasr"]))
+
+
 def _dape(entry_id: str) -> Callable[[Path], None]:
     def make(path: Path) -> None:  # RAM / DAPE files in the official layout (OSEDiff's prompt)
         from harness.methods.dape.fabricate import write_one
@@ -319,6 +327,7 @@ MAKERS: dict[str, Callable[..., None]] = {
     "realesrgan-official": _group("realesrgan-official", _realesrgan_official),
     "bsrgan": _group("bsrgan", _bsrgan),
     **{i: _group("swinir", _swinir) for i in ("swinir-m", "swinir-l")},
+    "femasr": _group("femasr", _femasr),
 }
 # makers that take tiny=True and seed (tiny architectures, for tests): method weights
 SIZED = {
@@ -331,6 +340,7 @@ SIZED = {
     "bsrgan",
     "swinir-m",
     "swinir-l",
+    "femasr",
 }
 
 

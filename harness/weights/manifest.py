@@ -189,6 +189,10 @@ BUILTIN: tuple[WeightEntry, ...] = (
                   "harness:swinir", (user,), "Apache-2.0 (SwinIR)")
       for size, name, user in (("m", "003_realSR_BSRGAN_DFO_s64w8_SwinIR-M_x4_GAN.pth", "swinir"),
                                ("l", "003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN.pth", "swinir-l"))),
+    # FeMaSR x4 (the release of chaofengc/FeMaSR); no sha256 is published (presence checked only)
+    WeightEntry("femasr", "FeMaSR_SRX4_model_g.pth",
+                "https://github.com/chaofengc/FeMaSR/releases/download/v0.1-pretrain_models/FeMaSR_SRX4_model_g.pth",
+                "harness:femasr", ("femasr",), "CC BY-NC-SA 4.0 (FeMaSR)"),
     WeightEntry("testset-div2k-val", "DIV2K-Val.zip", f"{ADCSR_HF}/DIV2K-Val.zip", "data",
                 ("div2k_val",), "DIV2K: academic research only", unpack=True),
     WeightEntry("testset-realsr", "RealSR.zip", f"{ADCSR_HF}/RealSR.zip", "data", ("realsr",),
