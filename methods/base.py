@@ -26,6 +26,7 @@ import torch
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
+FAMILIES = ("", "classical", "gan", "diffusion")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -61,6 +62,10 @@ class MethodCard:
     deviations: tuple[str, ...] = ()  # every way the harness differs from the official code
     notes: str = ""
     stochastic: bool = False  # output depends on random numbers: upscale() takes per-image seeds
+    # how the papers group methods in their tables: classical (interpolation), gan (one forward
+    # pass of a network trained with an adversarial loss), diffusion (``steps`` tells one-step
+    # from multi-step); '' = not stated (reports put such rows last, ungrouped)
+    family: str = ""
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z0-9_]+", self.name):
@@ -69,6 +74,8 @@ class MethodCard:
             raise ValueError(f"{self.name}: scale must be >= 1")
         if self.steps is not None and self.steps < 1:
             raise ValueError(f"{self.name}: steps must be >= 1")
+        if self.family not in FAMILIES:
+            raise ValueError(f"{self.name}: family {self.family!r} is not one of {FAMILIES}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

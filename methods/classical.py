@@ -33,6 +33,7 @@ class _PillowResize(SRMethod):
 
 class Bicubic(_PillowResize):
     card = MethodCard(
+        family="classical",
         name="bicubic",
         display_name="Bicubic",
         paper="Keys, Cubic convolution interpolation for digital image processing, 1981",
@@ -45,6 +46,7 @@ class Bicubic(_PillowResize):
 
 class Lanczos(_PillowResize):
     card = MethodCard(
+        family="classical",
         name="lanczos",
         display_name="Lanczos",
         paper="Duchon, Lanczos filtering in one and two dimensions, 1979",

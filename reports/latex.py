@@ -70,7 +70,12 @@ def table_tex(table: DatasetTable, notes: fmt.Footnotes, ci: bool, alpha: float)
     if legend:
         caption.append(legend[0].upper() + legend[1:] + ".")
     caption += [f"†{line}." for line in fmt.not_significant(table)] + [f"{n}." for n in table.notes]
-    return frame.style.hide(axis="index").to_latex(
+    if table.grouped:
+        named = [
+            g for i, g in enumerate(table.groups) if g and (i == 0 or g != table.groups[i - 1])
+        ]
+        caption.append(f"Rows by type: {'; '.join(named)}.")
+    tex = frame.style.hide(axis="index").to_latex(
         hrules=True,
         column_format="l" + "r" * len(order),
         caption=" ".join(escape(c) for c in caption),
@@ -78,6 +83,20 @@ def table_tex(table: DatasetTable, notes: fmt.Footnotes, ci: bool, alpha: float)
         position="t",
         position_float="centering",
     )
+    return _group_rules(tex, table.groups) if table.grouped else tex
+
+
+def _group_rules(tex: str, groups: list[str]) -> str:
+    """A ``\\midrule`` between the rows of two groups (the body rows are the lines between the
+    header's ``\\midrule`` and ``\\bottomrule``, one per table row)."""
+    lines = tex.split("\n")
+    start = lines.index("\\midrule") + 1
+    out = lines[:start]
+    for i, line in enumerate(lines[start : start + len(groups)]):
+        if i and groups[i] != groups[i - 1]:
+            out.append("\\midrule")
+        out.append(line)
+    return "\n".join(out + lines[start + len(groups) :])
 
 
 def render(report: Report, ci: bool = False, alpha: float = 0.05, sources: str = "") -> str:

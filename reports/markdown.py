@@ -36,7 +36,8 @@ def _cell(c: pd.Series, notes: fmt.Footnotes, ci: bool) -> str:
 
 
 def _to_markdown(frame: pd.DataFrame) -> str:
-    align = ("left",) + ("right",) * (frame.shape[1] - 1)
+    lead = 2 if frame.columns[0] == "Type" else 1  # text columns, then numbers
+    align = ("left",) * lead + ("right",) * (frame.shape[1] - lead)
     return frame.to_markdown(index=False, colalign=align, disable_numparse=True)
 
 
@@ -48,7 +49,13 @@ def table_frame(table: DatasetTable, notes: fmt.Footnotes, ci: bool) -> pd.DataF
     wide.columns = [
         f"{s['name'].upper()} {'↓' if s['lower_better'] else '↑'}" for s in table.metrics
     ]
-    return wide.rename_axis("Method").reset_index()
+    frame = wide.rename_axis("Method").reset_index()
+    if table.grouped:  # the group named on its first row, as a paper's table reads
+        firsts = [
+            g if i == 0 or g != table.groups[i - 1] else "" for i, g in enumerate(table.groups)
+        ]
+        frame.insert(0, "Type", firsts)
+    return frame
 
 
 def render(

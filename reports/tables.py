@@ -23,11 +23,29 @@ from harness.reports.load import RunData
 
 # columns of the long frame (report.csv), in order
 COLUMNS = [
-    "dataset", "method", "run", "label", "metric", "lower_better", "decimals", "per", "n",
+    "dataset", "method", "run", "label", "group", "metric", "lower_better", "decimals", "per", "n",
     "missing", "mean", "std", "ci_low", "ci_high", "ci_method", "ranked", "rank", "mark",
     "vs_best", "vs_best_mean_diff", "vs_best_p", "vs_best_significant", "lead_significant",
     "test", "reason", "cause", "drift",
 ]  # fmt: skip
+
+
+# The papers' row groups, in table order: from the run manifest's method card (``family``, and
+# ``steps`` for diffusion). Rows of methods without a stated family come last, ungrouped ('').
+GROUPS = ("Classical", "GAN-based", "Diffusion, multi-step", "Diffusion, one-step")
+
+
+def group_of(run: RunData, method: str) -> str:
+    """The table group of ``method`` in ``run`` (one of GROUPS, or '' when not stated)."""
+    card = ((run.manifest or {}).get("methods", {}).get(method) or {}).get("card") or {}
+    family = card.get("family", "")
+    if family == "diffusion":
+        return GROUPS[3] if card.get("steps") == 1 else GROUPS[2]
+    return {"classical": GROUPS[0], "gan": GROUPS[1]}.get(family, "")
+
+
+def _group_rank(group: str) -> int:
+    return GROUPS.index(group) if group in GROUPS else len(GROUPS)
 
 
 @dataclass
@@ -47,6 +65,12 @@ class DatasetTable:
     labels: list[str]  # row labels, in row order
     cells: pd.DataFrame
     notes: list[str] = field(default_factory=list)  # column notes (drift, set-level metrics)
+    groups: list[str] = field(default_factory=list)  # each row's group (GROUPS or ''), by row
+
+    @property
+    def grouped(self) -> bool:
+        """Whether the rows fall into more than one group (renderers then show the groups)."""
+        return len(set(self.groups)) > 1
 
 
 @dataclass
@@ -97,14 +121,17 @@ def _check_mean(run: RunData, method: str, dataset: str, metric: str, mean: floa
 
 def _cells(
     runs: list[RunData], dataset: str, specs: list[dict], opts: Options
-) -> tuple[list[str], pd.DataFrame, list[int], dict[int, pd.Series]]:
-    """The cells without ranks; per-image values (by image name) by cell index."""
+) -> tuple[list[str], list[str], pd.DataFrame, list[int], dict[int, pd.Series]]:
+    """The cells without ranks; per-image values (by image name) by cell index. Rows are in
+    the runs' order, grouped as the papers group them (stable within a group)."""
     pairs = [(run, r["method"]) for run in runs for r in run.results(dataset)]
+    pairs.sort(key=lambda pair: _group_rank(group_of(*pair)))
     labels = _labels(pairs)
     records = []
     sizes = []
     values: dict[int, pd.Series] = {}
-    for (run, method), label in zip(pairs, labels):
+    groups = [group_of(run, method) for run, method in pairs]
+    for (run, method), label, group in zip(pairs, labels, groups):
         result = next(r for r in run.results(dataset) if r["method"] == method)
         sizes.append(int(result["n_images"]))
         for spec in specs:
@@ -112,7 +139,7 @@ def _cells(
             entry = result["metrics"].get(name)
             rec = {
                 "dataset": dataset, "method": method, "run": str(run.path), "label": label,
-                "metric": name, "lower_better": bool(spec["lower_better"]),
+                "group": group, "metric": name, "lower_better": bool(spec["lower_better"]),
                 "decimals": int(spec.get("decimals", 4)), "per": spec.get("per", "image"),
                 "n": 0, "missing": result["n_images"], "mean": np.nan, "std": np.nan,
                 "ci_low": np.nan, "ci_high": np.nan, "ci_method": "", "reason": "", "cause": "",
@@ -144,7 +171,7 @@ def _cells(
                     else:
                         rec["ci_method"] = "none: per_image.csv lacks these values"
             records.append(rec)
-    return labels, pd.DataFrame.from_records(records), sizes, values
+    return labels, groups, pd.DataFrame.from_records(records), sizes, values
 
 
 def _rank_column(
@@ -194,7 +221,7 @@ def _rank_column(
 
 def _table(runs: list[RunData], dataset: str, opts: Options) -> DatasetTable:
     specs = _metric_specs(runs, dataset)
-    labels, cells, sizes, values = _cells(runs, dataset, specs, opts)
+    labels, groups, cells, sizes, values = _cells(runs, dataset, specs, opts)
     for c, default in (("ranked", False), ("rank", np.nan), ("mark", ""), ("vs_best", ""),
                        ("vs_best_mean_diff", np.nan), ("vs_best_p", np.nan),
                        ("vs_best_significant", None), ("lead_significant", None), ("test", ""),
@@ -231,7 +258,10 @@ def _table(runs: list[RunData], dataset: str, opts: Options) -> DatasetTable:
                 "so no confidence interval and no paired test"
             )
     cells = cells[COLUMNS]
-    return DatasetTable(dataset, sizes, specs, labels, cells, notes)
+    groups = [
+        cells.loc[cells["label"] == lab, "group"].iloc[0] if len(specs) else "" for lab in labels
+    ]
+    return DatasetTable(dataset, sizes, specs, labels, cells, notes, groups)
 
 
 def _efficiency(runs: list[RunData]) -> pd.DataFrame | None:

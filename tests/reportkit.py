@@ -41,8 +41,10 @@ def make_run(
     lr_dir: Path | None = None,
     hr_dir: Path | None = None,
     efficiency: list[dict] | None = None,
+    cards: dict[str, dict] | None = None,
 ) -> Path:
-    """A finished run directory: ``values[method][metric]`` per image (in ``images`` order)."""
+    """A finished run directory: ``values[method][metric]`` per image (in ``images`` order);
+    ``cards[method]``: fields of its method card in the manifest (e.g. family, steps)."""
     store = RunStore(path)
     path.mkdir(parents=True, exist_ok=True)
     n = len(next(iter(next(iter(values.values())).values())))
@@ -95,6 +97,8 @@ def make_run(
         },
         "methods": {m: {"sr_dir": {dataset: str(d)}} for m, d in (sr_dirs or {}).items()},
     }
+    for m, card in (cards or {}).items():
+        manifest["methods"].setdefault(m, {})["card"] = card
     store.write_manifest(manifest)
     if efficiency:
         store.write_efficiency(efficiency, {"device": {"type": "cpu", "name": "test"}})

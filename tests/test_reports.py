@@ -97,6 +97,45 @@ def test_two_methods_give_no_underline(tmp_path):
     assert _cells(text, "b") == ["24.00"]
 
 
+def test_rows_are_grouped_as_the_papers_group_them(tmp_path):
+    """Classical, GAN-based, multi-step diffusion, one-step diffusion, then methods whose card
+    states no family; the given order within a group; shown in every format."""
+    cards = {
+        "onestep": {"family": "diffusion", "steps": 1},
+        "gan1": {"family": "gan"},
+        "multistep": {"family": "diffusion", "steps": 15},
+        "mine": {},
+        "bicubic": {"family": "classical"},
+        "gan2": {"family": "gan"},
+    }
+    vals = {m: {"psnr": _constant(20.0 + i)} for i, m in enumerate(cards)}
+    run = kit.make_run(tmp_path / "r", vals, [kit.PSNR], cards=cards)
+    text, _ = make_report(Request([run], formats=("md", "tex", "csv")))
+    order = ["bicubic", "gan1", "gan2", "multistep", "onestep", "mine"]
+    rows = kit.csv_rows(run / "report.csv")
+    assert [r["method"] for r in rows] == order
+    groups = ["Classical", "GAN-based", "GAN-based", "Diffusion, multi-step",
+              "Diffusion, one-step", ""]  # fmt: skip
+    assert [r["group"] for r in rows] == groups
+    table = [ln for ln in text.splitlines() if ln.startswith("| ")][1:]
+    assert [[c.strip() for c in ln.split("|")[1:3]] for ln in table] == [
+        ["Classical", "bicubic"], ["GAN-based", "gan1"], ["", "gan2"],
+        ["Diffusion, multi-step", "multistep"], ["Diffusion, one-step", "onestep"], ["", "mine"],
+    ]  # fmt: skip
+    tex = (run / "report.tex").read_text()
+    body = tex[tex.index("\\midrule") : tex.index("\\bottomrule")].split("\n")
+    assert [ln.split(" &")[0] for ln in body if ln] == [
+        "\\midrule", "bicubic", "\\midrule", "gan1", "gan2", "\\midrule", "multistep",
+        "\\midrule", "onestep", "\\midrule", "mine",
+    ]  # fmt: skip
+    assert "Rows by type: Classical; GAN-based; Diffusion, multi-step; Diffusion, one-step." in tex
+
+
+def test_one_group_adds_no_type_column(four):
+    text, _ = make_report(Request([four], formats=("md", "tex")))  # no cards: no groups
+    assert "Type" not in text and "Rows by type" not in (four / "report.tex").read_text()
+
+
 # ------------------------------------------------------------------ statistics
 
 

@@ -36,6 +36,7 @@ def color_match(sr: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 
 class AdcSR(SRMethod):
     card = MethodCard(
+        family="diffusion",
         name="adcsr",
         display_name="AdcSR",
         paper="Chen et al., Adversarial Diffusion Compression for Real-World Image "

@@ -35,6 +35,7 @@ RELEASE = "https://github.com/cszn/KAIR/releases/download/v1.0/BSRGAN.pth"
 class BSRGAN(RealESRGAN):
     official_id = "bsrgan"
     card = MethodCard(
+        family="gan",
         name="bsrgan",
         display_name="BSRGAN",
         paper="Zhang et al., Designing a Practical Degradation Model for Deep Blind Image "

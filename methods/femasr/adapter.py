@@ -51,6 +51,7 @@ class _Whole(torch.nn.Module):
 
 class FeMaSR(SRMethod):
     card = MethodCard(
+        family="gan",
         name="femasr",
         display_name="FeMaSR",
         paper="Chen et al., Real-World Blind Super-Resolution via Feature Matching with Implicit "

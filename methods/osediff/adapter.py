@@ -69,6 +69,7 @@ def dape_module():
 
 class OSEDiff(SRMethod):
     card = MethodCard(
+        family="diffusion",
         name="osediff",
         display_name="OSEDiff",
         paper="Wu et al., One-Step Effective Diffusion Network for Real-World Image "

@@ -64,6 +64,7 @@ def run_tiled(net: torch.nn.Module, x: torch.Tensor, tile: int, pad: int, scale:
 class RealESRGAN(SRMethod):
     official_id: str = OFFICIAL_ID  # the weights manifest entry of weights=official
     card = MethodCard(
+        family="gan",
         name="realesrgan",
         display_name="Real-ESRGAN",
         paper="Wang et al., Real-ESRGAN: Training Real-World Blind Super-Resolution with Pure "

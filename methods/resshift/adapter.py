@@ -72,6 +72,7 @@ NOTES = (
 
 class ResShift(SinSR):
     card = MethodCard(
+        family="diffusion",
         name="resshift",
         display_name="ResShift",
         paper=PAPER,
@@ -139,6 +140,7 @@ class ResShift(SinSR):
 
 class ResShiftV3(ResShift):
     card = MethodCard(
+        family="diffusion",
         name="resshift_v3",
         display_name="ResShift v3",
         paper="Yue et al., Efficient Diffusion Model for Image Restoration by Residual "

@@ -70,6 +70,7 @@ def truncate8(x: torch.Tensor) -> torch.Tensor:
 
 class S3Diff(SRMethod):
     card = MethodCard(
+        family="diffusion",
         name="s3diff",
         display_name="S3Diff",
         paper="Zhang, Yue, Pei, Ren, Cao, Degradation-Guided One-Step Image Super-Resolution "

@@ -68,6 +68,7 @@ def tile_starts(length: int, size: int, stride: int) -> list[int]:
 
 class SinSR(SRMethod):
     card = MethodCard(
+        family="diffusion",
         name="sinsr",
         display_name="SinSR",
         paper="Wang et al., SinSR: Diffusion-Based Image Super-Resolution in a Single Step, "

@@ -69,6 +69,7 @@ def run_tiles(net: torch.nn.Module, x: torch.Tensor, tile: int, overlap: int, sc
 
 class SwinIRMethod(SRMethod):
     card = MethodCard(
+        family="gan",
         name="swinir",
         display_name="SwinIR",
         paper="Liang et al., SwinIR: Image Restoration Using Swin Transformer, ICCV Workshops "
