@@ -69,7 +69,16 @@ def test_list_commands(cli, capsys):
     assert cli("list", "datasets") == 0
     text = capsys.readouterr().out
     assert all(
-        n in text for n in ("embedded", "drealsr", "realsr", "div2k_val", "realset65", "realset80")
+        n in text
+        for n in (
+            "embedded",
+            "drealsr",
+            "realsr",
+            "div2k_val",
+            "realset65",
+            "realset80",
+            "realsrset",
+        )
     )
     assert cli("list", "metrics") == 0
     assert "ssim" in capsys.readouterr().out
