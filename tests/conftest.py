@@ -139,3 +139,34 @@ class _Payload:
 def pickle_payload():
     """``pickle_payload(trace)``: an object whose unpickling creates the file ``trace``."""
     return _Payload
+
+
+@pytest.fixture
+def official_golden():
+    """``official_golden(file, forward)``: for each case of ``tests/data/<file>`` (an official
+    network's outputs on seeded weights, written by its ``tools/equivalence_*.py
+    --write-golden``), ``forward(x)`` on the same seeded input matches the kept digest (row and
+    column means, evenly spaced values; tools/eqkit.py) within 1e-4, absolute or relative (the
+    number of threads changes float sums: up to 4e-5 on FeMaSR's outputs of magnitude ~20)."""
+
+    def check(file: str, forward) -> None:
+        import json
+
+        import torch
+
+        golden = json.loads((Path(__file__).parent / "data" / file).read_text())
+        for case in golden["cases"]:
+            h, w = case["input"]
+            x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(h * 100 + w))
+            with torch.no_grad():
+                y = forward(x)
+            assert list(y.shape) == case["shape"], (file, h, w)
+            flat = y.flatten()
+            step = max(1, flat.numel() // 97)
+            digest = {"row_means": y.mean(dim=(0, 1, 3)), "col_means": y.mean(dim=(0, 1, 2)),
+                      "samples": flat[::step]}  # fmt: skip
+            for key, got in digest.items():
+                want = torch.tensor(case[key])
+                assert torch.allclose(got, want, rtol=1e-4, atol=1e-4), (file, h, w, key)
+
+    return check

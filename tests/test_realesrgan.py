@@ -442,7 +442,7 @@ def _table(text):
     """The first results table (header to the last row) of printed or README text."""
     lines = text.splitlines()
     start = next(
-        i for i, ln in enumerate(lines) if " ".join(ln.split()).startswith("| Method | PSNR")
+        i for i, ln in enumerate(lines) if " ".join(ln.split()).startswith("| Type | Method | PSNR")
     )
     end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
     return lines[start:end]

@@ -25,15 +25,14 @@ the same file and upscales the same images; the script compares
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-SHARED_LR = HERE.parent.parent / "shared" / "data" / "drealsr" / "LR"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or by path
+from eqkit import SHARED_LR, finish, image_row, lr_crops  # noqa: E402
 
 # Run inside the official Python: the one CPU patch, then the script as __main__.
 _DRIVER = """
@@ -43,19 +42,6 @@ script = sys.argv[1]
 sys.argv = [script]
 runpy.run_path(script, run_name='__main__')
 """
-
-
-def _lr_images(folder: Path, limit: int, crop: int, dest: Path) -> list[str]:
-    from PIL import Image
-
-    dest.mkdir(parents=True)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")[:limit]
-    for p in files:
-        img = Image.open(p).convert("RGB")
-        if crop:
-            img = img.crop((0, 0, min(crop, img.width), min(crop, img.height)))
-        img.save(dest / p.name)
-    return [p.stem for p in files]
 
 
 def run_official(checkout: Path, python: str, work: Path) -> None:
@@ -78,7 +64,6 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="write the numbers as JSON here")
     args = ap.parse_args()
 
-    import numpy as np
     import torch
 
     from harness.imageio import from_tensor, read_rgb, to_tensor
@@ -88,7 +73,7 @@ def main() -> None:
     from models.network_rrdbnet import RRDBNet as OfficialNet  # the checkout's network
 
     work = Path(tempfile.mkdtemp(prefix="eq-bsrgan-"))
-    stems = _lr_images(args.images, args.limit, args.crop, work / "testsets" / "RealSRSet")
+    stems = lr_crops(args.images, args.limit, args.crop, work / "testsets" / "RealSRSet")
     torch.manual_seed(args.seed)  # the official network's own initialisation, seeded
     official = OfficialNet(in_nc=3, out_nc=3, nf=64, nb=23, gc=32, sf=4).eval()
     (work / "model_zoo").mkdir()
@@ -107,26 +92,8 @@ def main() -> None:
             mine = from_tensor(ours.upscale(x)[0])
             a = official(x)
             b = ours.net(x.contiguous(memory_format=torch.channels_last))
-        diff = np.abs(theirs.astype(int) - mine.astype(int))
-        row = {
-            "image": stem,
-            "lr_size": list(lr.shape[:2]),
-            "net_max_abs_diff": float((a - b).abs().max()),
-            "max_diff_8bit": int(diff.max()),
-            "differing_values": float((diff > 0).mean()),
-        }
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    summary = {
-        "images": len(rows),
-        "net_max_abs_diff": max(r["net_max_abs_diff"] for r in rows),
-        "max_diff_8bit": max(r["max_diff_8bit"] for r in rows),
-        "differing_values": sum(r["differing_values"] for r in rows) / len(rows),
-        "torch": torch.__version__,
-    }
-    print(json.dumps(summary))
-    if args.out:
-        args.out.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
+        rows.append(image_row(stem, lr, theirs, mine, a, b))
+    finish(rows, args.out)
 
 
 if __name__ == "__main__":

@@ -31,7 +31,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or by path
-from equivalence_swinir import SHARED_LR, _lr_images, golden_summary  # noqa: E402
+from eqkit import SHARED_LR, finish, golden_summary, image_row, lr_crops  # noqa: E402
 
 GOLDEN_SIZES = ((16, 16), (20, 13))  # LR sizes of the golden cases (padded to 32 and 32x16)
 
@@ -77,7 +77,6 @@ def main() -> None:
         write_golden(args.checkout, args.write_golden)
         return
 
-    import numpy as np
     import torch
 
     from harness.imageio import from_tensor, read_rgb, to_tensor
@@ -86,7 +85,7 @@ def main() -> None:
 
     official = _official_net(args.checkout)
     work = Path(tempfile.mkdtemp(prefix="eq-femasr-"))
-    stems = _lr_images(args.images, args.limit, args.crop, work / "lq")
+    stems = lr_crops(args.images, args.limit, args.crop, work / "lq")
     sd = random_state_dict(FeMaSRConfig.paper(), seed=0)
     official.load_state_dict(sd, strict=True)
     pth = work / "FeMaSR_SRX4_model_g.pth"
@@ -106,27 +105,8 @@ def main() -> None:
         with torch.inference_mode():
             mine = from_tensor(ours.upscale(x)[0])
             a, b = official.test(x), ours._whole(x)
-        diff = np.abs(theirs.astype(int) - mine.astype(int))
-        row = {
-            "image": stem,
-            "lr_size": list(lr.shape[:2]),
-            "net_max_abs_diff": float((a - b).abs().max()),
-            "max_diff_8bit": int(diff.max()),
-            "differing_values": float((diff > 0).mean()),
-        }
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    summary = {
-        "max_size": args.max_size,
-        "images": len(rows),
-        "net_max_abs_diff": max(r["net_max_abs_diff"] for r in rows),
-        "max_diff_8bit": max(r["max_diff_8bit"] for r in rows),
-        "differing_values": sum(r["differing_values"] for r in rows) / len(rows),
-        "torch": torch.__version__,
-    }
-    print(json.dumps(summary))
-    if args.out:
-        args.out.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
+        rows.append(image_row(stem, lr, theirs, mine, a, b))
+    finish(rows, args.out, max_size=args.max_size)
 
 
 if __name__ == "__main__":

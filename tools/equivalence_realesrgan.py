@@ -32,12 +32,14 @@ requests, tqdm, pyyaml, scikit-image; all in the harness environment).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
 import types
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or by path
+from eqkit import finish, image_row  # noqa: E402
 
 
 def _import_official(realesrgan_dir: Path, basicsr_dir: Path | None):
@@ -134,30 +136,9 @@ def main() -> None:
             t2 = time.perf_counter()
             a = upsampler.model(x)  # the networks alone, same input, no quantisation
             b = ours.net(x.contiguous(memory_format=torch.channels_last))
-        diff = np.abs(off_img[..., ::-1].astype(int) - our_img.astype(int))
-        row = {
-            "image": path.name,
-            "lr_size": list(rgb.shape[:2]),
-            "net_max_abs_diff": float((a - b).abs().max()),
-            "max_diff_8bit": int(diff.max()),
-            "differing_values": float((diff > 0).mean()),
-            "official_s": round(t1 - t0, 2),
-            "harness_s": round(t2 - t1, 2),
-        }
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    summary = {
-        "weights": args.weights,
-        "tile": args.tile,
-        "images": len(rows),
-        "net_max_abs_diff": max(r["net_max_abs_diff"] for r in rows),
-        "max_diff_8bit": max(r["max_diff_8bit"] for r in rows),
-        "differing_values": sum(r["differing_values"] for r in rows) / len(rows),
-        "torch": torch.__version__,
-    }
-    print(json.dumps(summary))
-    if args.out:
-        args.out.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
+        times = {"official_s": round(t1 - t0, 2), "harness_s": round(t2 - t1, 2)}
+        rows.append(image_row(path.name, rgb, off_img[..., ::-1], our_img, a, b, **times))
+    finish(rows, args.out, weights=args.weights, tile=args.tile)
 
 
 if __name__ == "__main__":

@@ -31,8 +31,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-SHARED_LR = HERE.parent.parent / "shared" / "data" / "drealsr" / "LR"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or by path
+from eqkit import SHARED_LR, finish, golden_summary, image_row, lr_crops  # noqa: E402
+
 FILES = {"m": "003_realSR_BSRGAN_DFO_s64w8_SwinIR-M_x4_GAN.pth",
          "l": "003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN.pth"}  # fmt: skip
 # the official define_model's real_sr networks
@@ -42,36 +43,9 @@ OFFICIAL = {
 }
 
 
-def _lr_images(folder: Path, limit: int, crop: int, dest: Path) -> list[str]:
-    from PIL import Image
-
-    dest.mkdir(parents=True)
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png")[:limit]
-    for p in files:
-        img = Image.open(p).convert("RGB")
-        if crop:
-            img = img.crop((0, 0, min(crop, img.width), min(crop, img.height)))
-        img.save(dest / p.name)
-    return [p.stem for p in files]
-
-
 # the golden cases: (input height, width); one below the training size (masks computed), one
 # at it (the stored masks used)
 GOLDEN_SIZES = ((6, 5), (16, 16))
-GOLDEN_SAMPLES = 97  # output values kept per case, at evenly spaced flat indices
-
-
-def golden_summary(y) -> dict:
-    """What the golden file keeps of an output ``(1, 3, H, W)``: row and column means and
-    evenly spaced values (enough to catch any wrong part, small enough to read)."""
-    flat = y.flatten()
-    step = max(1, flat.numel() // GOLDEN_SAMPLES)
-    return {
-        "shape": list(y.shape),
-        "row_means": y.mean(dim=(0, 1, 3)).tolist(),
-        "col_means": y.mean(dim=(0, 1, 2)).tolist(),
-        "samples": flat[::step].tolist(),
-    }
 
 
 def write_golden(checkout: Path, path: Path) -> None:
@@ -121,7 +95,6 @@ def main() -> None:
         write_golden(args.checkout, args.write_golden)
         return
 
-    import numpy as np
     import torch
 
     from harness.imageio import from_tensor, read_rgb, to_tensor
@@ -132,7 +105,7 @@ def main() -> None:
     from models.network_swinir import SwinIR as OfficialNet  # the checkout's network
 
     work = Path(tempfile.mkdtemp(prefix="eq-swinir-"))
-    stems = _lr_images(args.images, args.limit, args.crop, work / "lq")
+    stems = lr_crops(args.images, args.limit, args.crop, work / "lq")
     torch.manual_seed(args.seed)  # the official network's own initialisation, seeded
     official = OfficialNet(upscale=4, in_chans=3, img_size=64, window_size=8, img_range=1.0,
                            mlp_ratio=2, upsampler="nearest+conv",
@@ -162,28 +135,8 @@ def main() -> None:
             mine = from_tensor(ours.upscale(x)[0])
             padded = mirror_pad(x, 8)
             a, b = official(padded), ours.net(padded)
-        diff = np.abs(theirs.astype(int) - mine.astype(int))
-        row = {
-            "image": stem,
-            "lr_size": list(lr.shape[:2]),
-            "net_max_abs_diff": float((a - b).abs().max()),
-            "max_diff_8bit": int(diff.max()),
-            "differing_values": float((diff > 0).mean()),
-        }
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-    summary = {
-        "size": args.size,
-        "tile": args.tile,
-        "images": len(rows),
-        "net_max_abs_diff": max(r["net_max_abs_diff"] for r in rows),
-        "max_diff_8bit": max(r["max_diff_8bit"] for r in rows),
-        "differing_values": sum(r["differing_values"] for r in rows) / len(rows),
-        "torch": torch.__version__,
-    }
-    print(json.dumps(summary))
-    if args.out:
-        args.out.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
+        rows.append(image_row(stem, lr, theirs, mine, a, b))
+    finish(rows, args.out, size=args.size, tile=args.tile)
 
 
 if __name__ == "__main__":

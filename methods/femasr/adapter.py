@@ -19,13 +19,13 @@ weights random).
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 
-from harness.checkpoints import file_digest, load_tensors, tensors_only
+from harness.checkpoints import load_tensors, tensors_only
 from harness.errors import HarnessError
 from harness.methods.base import MethodCard, SRMethod, WeightFile
+from harness.methods.common.release import ReleaseFile
 from harness.methods.femasr.arch import FeMaSRConfig, FeMaSRNet, mirror_pad16
 from harness.methods.realesrgan.adapter import run_tiled
 
@@ -49,7 +49,7 @@ class _Whole(torch.nn.Module):
         return self.net(mirror_pad16(x))[..., : h * 4, : w * 4]
 
 
-class FeMaSR(SRMethod):
+class FeMaSR(ReleaseFile, SRMethod):
     card = MethodCard(
         family="gan",
         name="femasr",
@@ -73,10 +73,6 @@ class FeMaSR(SRMethod):
         "and read by the restricted loader.",
     )
     version = "1"
-
-    def __init__(self, cfg=None) -> None:
-        super().__init__(cfg)
-        self._resolved: tuple[str, Path] | None = None
 
     # -- options -------------------------------------------------------------------------------
     def _arch(self) -> FeMaSRConfig:
@@ -114,47 +110,14 @@ class FeMaSR(SRMethod):
         return FeMaSRNet(self._arch())
 
     # -- weights -------------------------------------------------------------------------------
-    def _weights_path(self) -> Path:
-        choice = str(self.cfg.get("weights", "official"))
-        if choice != "official":
-            path = Path(choice).expanduser()
-            if not path.is_file():
-                raise HarnessError(
-                    f"method.weights: '{choice}' is not official or an existing file"
-                )
-            return path
-        from harness.weights.manifest import load_manifest
-
-        entry = load_manifest()["femasr"]
-        folder = Path(str(self.cfg.get("weights_dir", "."))).expanduser()
-        path = folder / entry.name
-        if not path.is_file():
-            raise HarnessError(
-                f"femasr: needs {entry.name} in {folder}: `harness weights fetch femasr` (from "
-                f"{entry.url}) or `harness weights import DIR`"
-            )
-        if entry.sha256 and file_digest(path) != entry.sha256:
-            raise HarnessError(
-                f"{path}: sha256 {file_digest(path)[:16]}... is not the manifest's "
-                f"{entry.sha256[:16]}... (entry femasr)"
-            )
-        return path
-
-    def _resolve(self) -> tuple[str, Path]:
-        if self._resolved is None:
-            self.check_config()
-            path = self._weights_path()
-            self._resolved = (file_digest(path)[:32], path)
-        return self._resolved
-
-    def weights_digest(self) -> str:
-        return self._resolve()[0]
+    def release_id(self) -> str:
+        return "femasr"
 
     def load(self, device: torch.device, dtype: torch.dtype, random_init: bool = False) -> None:
         super().load(device, dtype, random_init)
         net = self.build_model()
         if not random_init:
-            _, path = self._resolve()
+            path = self.weights_file()
             obj = load_tensors(path)
             if isinstance(obj, dict) and not any(torch.is_tensor(v) for v in obj.values()):
                 obj = obj.get("params", obj.get("params_ema", obj))

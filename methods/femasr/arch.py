@@ -190,26 +190,9 @@ def mirror_pad16(x: torch.Tensor, multiple: int = 16) -> torch.Tensor:
 
 
 def random_state_dict(cfg: FeMaSRConfig, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Seeded random weights in the official layout that exercise every part: matrices
-    ~ N(0, 1/fan_in), norm scales ~ 1 + N(0, 0.1^2), biases ~ N(0, 0.1^2), the codebook and the
-    Swin position-bias tables ~ N(0, 0.5^2) and N(0, 1); buffers as built."""
-    g = torch.Generator().manual_seed(seed)
-    net = FeMaSRNet(cfg)
-    params = dict(net.named_parameters())
-    out = {}
-    for key, value in net.state_dict().items():
-        if key not in params:
-            out[key] = value.clone()
-            continue
-        noise = torch.randn(value.shape, generator=g)
-        if key.endswith("relative_position_bias_table"):
-            out[key] = noise * 0.5
-        elif key.endswith("embedding.weight"):
-            out[key] = noise
-        elif value.dim() >= 2:
-            out[key] = noise / value[0].numel() ** 0.5
-        elif key.endswith(".weight"):
-            out[key] = 1 + noise * 0.1
-        else:
-            out[key] = noise * 0.1
-    return out
+    """Seeded random weights in the official layout that exercise every part: see
+    ``methods/common/release.py``; the Swin bias tables ~ N(0, 0.5^2), the codebook ~ N(0, 1)."""
+    from harness.methods.common.release import seeded_state_dict
+
+    stds = {"relative_position_bias_table": 0.5, "embedding.weight": 1.0}
+    return seeded_state_dict(FeMaSRNet(cfg), seed, stds)

@@ -38,6 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.methods.common.swin import WindowAttention
+
 GROUPS = 32  # GroupNorm groups everywhere (official normalization()/Normalize())
 
 
@@ -171,17 +173,6 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
-def relative_position_index(window: int) -> torch.Tensor:
-    """``(w*w, w*w)`` index into the ``(2w-1)^2`` relative-position bias table (Swin)."""
-    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij"))
-    flat = coords.flatten(1)
-    rel = (flat[:, :, None] - flat[:, None, :]).permute(1, 2, 0).contiguous()
-    rel[:, :, 0] += window - 1
-    rel[:, :, 1] += window - 1
-    rel[:, :, 0] *= 2 * window - 1
-    return rel.sum(-1)
-
-
 def shifted_window_mask(height: int, width: int, window: int, shift: int) -> torch.Tensor:
     """``(n_windows, w*w, w*w)`` additive mask (0 or -100) exactly as the official block builds
     it for an input of ``height x width`` tokens (see the module docstring).
@@ -201,32 +192,6 @@ def shifted_window_mask(height: int, width: int, window: int, shift: int) -> tor
     per_token = per_token.reshape(n_r * n_c, window * window)
     differ = per_token[:, None, :] != per_token[:, :, None]
     return torch.zeros(differ.shape).masked_fill(differ, -100.0)
-
-
-class WindowAttention(nn.Module):
-    def __init__(self, dim: int, window: int, heads: int) -> None:
-        super().__init__()
-        self.heads = heads
-        self.scale = (dim // heads) ** -0.5
-        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, heads))
-        self.register_buffer("relative_position_index", relative_position_index(window))
-        self.qkv = nn.Linear(dim, dim * 3)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).contiguous()
-        attn = (q * self.scale) @ k.transpose(-2, -1).contiguous()
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        bias = bias.view(n, n, -1).permute(2, 0, 1).contiguous()
-        attn = attn + bias.unsqueeze(0).to(attn.dtype)
-        if mask is not None:
-            nw = mask.shape[0]
-            attn = attn.view(b // nw, nw, self.heads, n, n) + mask.unsqueeze(1).unsqueeze(0)
-            attn = attn.view(-1, self.heads, n, n)
-        attn = attn.softmax(dim=-1)
-        return self.proj((attn @ v).transpose(1, 2).contiguous().reshape(b, n, c))
 
 
 class Mlp(nn.Module):

@@ -18,13 +18,12 @@ in ``weights_dir``, its ``params_ema``; or a file path in the same layout.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
-from harness.checkpoints import file_digest, load_tensors, tensors_only
+from harness.checkpoints import load_tensors, tensors_only
 from harness.errors import HarnessError
 from harness.methods.base import MethodCard, SRMethod, WeightFile, load_strict
+from harness.methods.common.release import ReleaseFile
 from harness.methods.swinir.arch import SwinIR, SwinIRConfig
 
 RELEASE = "https://github.com/JingyunLiang/SwinIR/releases/download/v0.0"
@@ -67,7 +66,7 @@ def run_tiles(net: torch.nn.Module, x: torch.Tensor, tile: int, overlap: int, sc
     return acc.div_(count)
 
 
-class SwinIRMethod(SRMethod):
+class SwinIRMethod(ReleaseFile, SRMethod):
     card = MethodCard(
         family="gan",
         name="swinir",
@@ -94,10 +93,6 @@ class SwinIRMethod(SRMethod):
         "are checked for presence and read by the restricted loader.",
     )
     version = "1"
-
-    def __init__(self, cfg=None) -> None:
-        super().__init__(cfg)
-        self._resolved: tuple[str, Path] | None = None
 
     # -- options -------------------------------------------------------------------------------
     def _size(self) -> str:
@@ -135,47 +130,14 @@ class SwinIRMethod(SRMethod):
         return SwinIR(self._arch())
 
     # -- weights -------------------------------------------------------------------------------
-    def _weights_path(self) -> Path:
-        choice = str(self.cfg.get("weights", "official"))
-        if choice != "official":
-            path = Path(choice).expanduser()
-            if not path.is_file():
-                raise HarnessError(
-                    f"method.weights: '{choice}' is not official or an existing file"
-                )
-            return path
-        from harness.weights.manifest import load_manifest
-
-        entry = load_manifest()[FILES[self._size()][0]]
-        folder = Path(str(self.cfg.get("weights_dir", "."))).expanduser()
-        path = folder / entry.name
-        if not path.is_file():
-            raise HarnessError(
-                f"swinir: size={self._size()} needs {entry.name} in {folder}: `harness weights "
-                f"fetch {entry.id}` (from {entry.url}) or `harness weights import DIR`"
-            )
-        if entry.sha256 and file_digest(path) != entry.sha256:
-            raise HarnessError(
-                f"{path}: sha256 {file_digest(path)[:16]}... is not the manifest's "
-                f"{entry.sha256[:16]}... (entry {entry.id})"
-            )
-        return path
-
-    def _resolve(self) -> tuple[str, Path]:
-        if self._resolved is None:
-            self.check_config()
-            path = self._weights_path()
-            self._resolved = (file_digest(path)[:32], path)
-        return self._resolved
-
-    def weights_digest(self) -> str:
-        return self._resolve()[0]
+    def release_id(self) -> str:
+        return FILES[self._size()][0]
 
     def load(self, device: torch.device, dtype: torch.dtype, random_init: bool = False) -> None:
         super().load(device, dtype, random_init)
         net = self.build_model()
         if not random_init:
-            _, path = self._resolve()
+            path = self.weights_file()
             obj = load_tensors(path)
             if isinstance(obj, dict) and not any(torch.is_tensor(v) for v in obj.values()):
                 obj = obj.get("params_ema", obj.get("params", obj))  # as the official loader

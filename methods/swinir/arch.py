@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.methods.common.swin import WindowAttention
+
 MEAN = (0.4488, 0.4371, 0.4040)  # DIV2K RGB mean the network subtracts
 MASK = -100.0  # the shifted-window mask value between regions
 FEAT = 64  # channels of the reconstruction convs (fixed in the official network)
@@ -77,14 +79,6 @@ def window_reverse(windows: torch.Tensor, w: int, h: int, wd: int) -> torch.Tens
     return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(b, h, wd, -1)
 
 
-def relative_position_index(w: int) -> torch.Tensor:
-    """``(w*w, w*w)`` index into the ``(2w-1)^2`` bias table for each query/key pair."""
-    ys, xs = torch.meshgrid(torch.arange(w), torch.arange(w), indexing="ij")
-    coords = torch.stack((ys.flatten(), xs.flatten()))  # 2, w*w
-    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (w - 1)
-    return rel[..., 0] * (2 * w - 1) + rel[..., 1]
-
-
 def shift_mask(h: int, wd: int, w: int, shift: int) -> torch.Tensor:
     """``(nW, w*w, w*w)``: 0 within a region of the cyclically shifted image, -100 across."""
     region = torch.zeros(1, h, wd, 1)
@@ -97,31 +91,6 @@ def shift_mask(h: int, wd: int, w: int, shift: int) -> torch.Tensor:
     win = window_partition(region, w).view(-1, w * w)
     diff = win.unsqueeze(1) - win.unsqueeze(2)
     return diff.masked_fill(diff != 0, MASK).masked_fill(diff == 0, 0.0)
-
-
-class WindowAttention(nn.Module):
-    def __init__(self, dim: int, window: int, heads: int) -> None:
-        super().__init__()
-        self.window, self.heads = window, heads
-        self.scale = (dim // heads) ** -0.5
-        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, heads))
-        self.register_buffer("relative_position_index", relative_position_index(window))
-        self.qkv = nn.Linear(dim, dim * 3)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        b, n, c = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        attn = (q * self.scale) @ k.transpose(-2, -1)
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        attn = attn + bias.view(n, n, -1).permute(2, 0, 1).contiguous().unsqueeze(0)
-        if mask is not None:
-            nw = mask.shape[0]
-            attn = attn.view(b // nw, nw, self.heads, n, n) + mask.unsqueeze(1).unsqueeze(0)
-            attn = attn.view(-1, self.heads, n, n)
-        x = (attn.softmax(dim=-1) @ v).transpose(1, 2).reshape(b, n, c)
-        return self.proj(x)
 
 
 class Mlp(nn.Module):
@@ -253,24 +222,9 @@ class SwinIR(nn.Module):
 
 
 def random_state_dict(cfg: SwinIRConfig, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Seeded random weights in the official layout that exercise every part (unlike a fresh
-    network's, whose position-bias tables are zero): matrices ~ N(0, 1/fan_in), LayerNorm scales
-    ~ 1 + N(0, 0.1^2), biases ~ N(0, 0.1^2), bias tables ~ N(0, 0.5^2); buffers as built."""
-    g = torch.Generator().manual_seed(seed)
-    net = SwinIR(cfg)
-    params = dict(net.named_parameters())
-    out = {}
-    for key, value in net.state_dict().items():
-        if key not in params:
-            out[key] = value.clone()
-            continue
-        noise = torch.randn(value.shape, generator=g)
-        if key.endswith("relative_position_bias_table"):
-            out[key] = noise * 0.5
-        elif value.dim() >= 2:
-            out[key] = noise / value[0].numel() ** 0.5
-        elif key.endswith(".weight"):  # LayerNorm scales
-            out[key] = 1 + noise * 0.1
-        else:
-            out[key] = noise * 0.1
-    return out
+    """Seeded random weights in the official layout that exercise every part (a fresh
+    network's position-bias tables are zero): see ``methods/common/release.py``; bias tables
+    ~ N(0, 0.5^2)."""
+    from harness.methods.common.release import seeded_state_dict
+
+    return seeded_state_dict(SwinIR(cfg), seed, {"relative_position_bias_table": 0.5})
