@@ -5,10 +5,26 @@ is printed and written, and the golden-file digest of an output tensor."""
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 SHARED_LR = Path(__file__).resolve().parents[2] / "shared" / "data" / "drealsr" / "LR"
 GOLDEN_SAMPLES = 97  # output values a golden case keeps, at evenly spaced flat indices
+
+
+def scratch(prefix: str) -> Path:
+    """A new scratch folder for the official run's inputs, weights and outputs."""
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def cleanup(work: Path, keep: bool) -> None:
+    """Remove the scratch folder (its checkpoint alone is tens to hundreds of MB) unless
+    ``keep``; say where it is when kept."""
+    if keep:
+        print(f"kept: {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def lr_crops(folder: Path, limit: int, crop: int, dest: Path) -> list[str]:

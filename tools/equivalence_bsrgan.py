@@ -28,11 +28,10 @@ import argparse
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or by path
-from eqkit import SHARED_LR, finish, image_row, lr_crops  # noqa: E402
+from eqkit import SHARED_LR, cleanup, finish, image_row, lr_crops, scratch  # noqa: E402
 
 # Run inside the official Python: the one CPU patch, then the script as __main__.
 _DRIVER = """
@@ -62,6 +61,7 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=64, help="top-left NxN LR crop (0 = whole)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, help="write the numbers as JSON here")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch folder (inputs, outputs)")
     args = ap.parse_args()
 
     import torch
@@ -72,7 +72,7 @@ def main() -> None:
     sys.path.insert(0, str(args.checkout))
     from models.network_rrdbnet import RRDBNet as OfficialNet  # the checkout's network
 
-    work = Path(tempfile.mkdtemp(prefix="eq-bsrgan-"))
+    work = scratch("eq-bsrgan-")
     stems = lr_crops(args.images, args.limit, args.crop, work / "testsets" / "RealSRSet")
     torch.manual_seed(args.seed)  # the official network's own initialisation, seeded
     official = OfficialNet(in_nc=3, out_nc=3, nf=64, nb=23, gc=32, sf=4).eval()
@@ -94,6 +94,7 @@ def main() -> None:
             b = ours.net(x.contiguous(memory_format=torch.channels_last))
         rows.append(image_row(stem, lr, theirs, mine, a, b))
     finish(rows, args.out)
+    cleanup(work, args.keep)
 
 
 if __name__ == "__main__":

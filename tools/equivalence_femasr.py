@@ -27,11 +27,10 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or by path
-from eqkit import SHARED_LR, finish, golden_summary, image_row, lr_crops  # noqa: E402
+from eqkit import SHARED_LR, cleanup, finish, golden_summary, image_row, lr_crops, scratch  # noqa: E402
 
 GOLDEN_SIZES = ((16, 16), (20, 13))  # LR sizes of the golden cases (padded to 32 and 32x16)
 
@@ -71,6 +70,7 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=60, help="top-left NxN LR crop (0 = whole)")
     ap.add_argument("--max-size", type=int, default=600, help="tiles from max_size^2 LR pixels")
     ap.add_argument("--out", type=Path, help="write the numbers as JSON here")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch folder (inputs, outputs)")
     ap.add_argument("--write-golden", type=Path, help="write the golden file here and stop")
     args = ap.parse_args()
     if args.write_golden:
@@ -84,7 +84,7 @@ def main() -> None:
     from harness.methods.femasr.arch import FeMaSRConfig, random_state_dict
 
     official = _official_net(args.checkout)
-    work = Path(tempfile.mkdtemp(prefix="eq-femasr-"))
+    work = scratch("eq-femasr-")
     stems = lr_crops(args.images, args.limit, args.crop, work / "lq")
     sd = random_state_dict(FeMaSRConfig.paper(), seed=0)
     official.load_state_dict(sd, strict=True)
@@ -107,6 +107,7 @@ def main() -> None:
             a, b = official.test(x), ours._whole(x)
         rows.append(image_row(stem, lr, theirs, mine, a, b))
     finish(rows, args.out, max_size=args.max_size)
+    cleanup(work, args.keep)
 
 
 if __name__ == "__main__":

@@ -28,11 +28,10 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or by path
-from eqkit import SHARED_LR, finish, golden_summary, image_row, lr_crops  # noqa: E402
+from eqkit import SHARED_LR, cleanup, finish, golden_summary, image_row, lr_crops, scratch  # noqa: E402
 
 FILES = {"m": "003_realSR_BSRGAN_DFO_s64w8_SwinIR-M_x4_GAN.pth",
          "l": "003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN.pth"}  # fmt: skip
@@ -89,6 +88,7 @@ def main() -> None:
     ap.add_argument("--tile-overlap", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, help="write the numbers as JSON here")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch folder (inputs, outputs)")
     ap.add_argument("--write-golden", type=Path, help="write the tiny golden file here and stop")
     args = ap.parse_args()
     if args.write_golden:
@@ -104,7 +104,7 @@ def main() -> None:
     sys.path.insert(0, str(args.checkout))
     from models.network_swinir import SwinIR as OfficialNet  # the checkout's network
 
-    work = Path(tempfile.mkdtemp(prefix="eq-swinir-"))
+    work = scratch("eq-swinir-")
     stems = lr_crops(args.images, args.limit, args.crop, work / "lq")
     torch.manual_seed(args.seed)  # the official network's own initialisation, seeded
     official = OfficialNet(upscale=4, in_chans=3, img_size=64, window_size=8, img_range=1.0,
@@ -137,6 +137,7 @@ def main() -> None:
             a, b = official(padded), ours.net(padded)
         rows.append(image_row(stem, lr, theirs, mine, a, b))
     finish(rows, args.out, size=args.size, tile=args.tile)
+    cleanup(work, args.keep)
 
 
 if __name__ == "__main__":
