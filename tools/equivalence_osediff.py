@@ -1,7 +1,7 @@
 """Pixel equivalence of the harness's ``osediff`` method with the official OSEDiff code.
 
     python tools/equivalence_osediff.py OFFICIAL_CHECKOUT \
-        [--official-python /work/envs/osediff/bin/python] [--arch paper|tiny] \
+        [--official-python ../envs/osediff/bin/python] [--arch paper|tiny] \
         [--lr-dir ../shared/data/drealsr/LR] [--crops 64,128] [--images 2] [--tiles] [--work DIR]
 
 1. Random weights (seeded, every LoRA adapter non-zero) are written in the official layouts:
@@ -54,6 +54,10 @@ SCHEDULER = {
 }  # fmt: skip
 SPECIAL = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "!",
            "unk_token": "<|endoftext|>"}  # fmt: skip
+
+
+# the official environment, where the README sets it up (../envs beside the repository)
+OFFICIAL_PYTHON = Path(__file__).resolve().parents[2] / "envs" / "osediff" / "bin" / "python"
 
 
 def write_weights(work: Path, arch: str, seed: int) -> dict[str, Path]:
@@ -190,7 +194,10 @@ def compare(ours: Path, processed: Path, official: Path, lr: Path) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkout", help="a checkout of github.com/cswry/OSEDiff")
-    ap.add_argument("--official-python", default="/work/envs/osediff/bin/python")
+    ap.add_argument(
+        "--official-python",
+        default=str(OFFICIAL_PYTHON),
+    )
     ap.add_argument("--arch", choices=["paper", "tiny"], default="paper")
     ap.add_argument("--lr-dir", type=Path,
                     default=HERE.parents[1] / "shared" / "data" / "drealsr" / "LR")  # fmt: skip

@@ -83,6 +83,10 @@ DREALSR = next(
 # Runs inside the official environment: imports nothing from the harness.
 
 
+# the official environment, where the README sets it up (../envs beside the repository)
+OFFICIAL_PYTHON = Path(__file__).resolve().parents[2] / "envs" / "s3diff" / "bin" / "python"
+
+
 def _official(argv: list[str]) -> None:
     import importlib.abc
     import importlib.machinery
@@ -307,7 +311,7 @@ def _compare(a: Path, b: Path) -> tuple[int, float, float]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("checkout", type=Path, help="official ArcticHare105/S3Diff checkout")
-    p.add_argument("--python", default="/work/envs/s3diff/bin/python",
+    p.add_argument("--python", default=str(OFFICIAL_PYTHON),
                    help="interpreter of the official environment")  # fmt: skip
     p.add_argument("--arch", choices=["tiny", "paper"], default="tiny")
     p.add_argument("--latent", choices=["sample", "mean"], default="sample",

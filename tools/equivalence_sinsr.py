@@ -1,7 +1,7 @@
 """SinSR: the harness against the official sampler, same random weights, same noise, pixel by
 pixel.
 
-    python tools/equivalence_sinsr.py OFFICIAL_CHECKOUT [--python /work/envs/sinsr/bin/python]
+    python tools/equivalence_sinsr.py OFFICIAL_CHECKOUT [--python ../envs/sinsr/bin/python]
 
 OFFICIAL_CHECKOUT is a clone of wyf0912/SinSR; its code runs, unchanged and imported from there,
 in a separate environment (``--python``: a virtual environment with the checkout's pinned
@@ -47,6 +47,10 @@ DRIVER = Path(__file__).with_name("sinsr_official_driver.py")
 # (index of the LR file in sorted order, top, left, height, width)
 CROPS = ((0, 0, 0, 64, 64), (1, 32, 40, 64, 64), (2, 10, 20, 50, 60), (3, 16, 8, 64, 100))
 MASKS = ((64, 8, 4, 64, 64), (64, 8, 4, 32, 48), (16, 4, 2, 16, 16), (8, 8, 0, 16, 16))
+
+
+# the official environment, where the README sets it up (../envs beside the repository)
+OFFICIAL_PYTHON = Path(__file__).resolve().parents[2] / "envs" / "sinsr" / "bin" / "python"
 
 
 def _crops(lr_dir: Path, folder: Path) -> list[Path]:
@@ -173,7 +177,7 @@ def run_official(python, driver: Path, job: dict, out: Path, checkout: Path):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkout", type=Path, help="clone of github.com/wyf0912/SinSR")
-    ap.add_argument("--python", default="/work/envs/sinsr/bin/python",
+    ap.add_argument("--python", default=str(OFFICIAL_PYTHON),
                     help="Python of the environment with the official requirements")  # fmt: skip
     ap.add_argument("--lr-dir", type=Path, default=DEFAULT_LR, help="LR photographs to crop")
     ap.add_argument("--arch", choices=["paper", "tiny"], default="paper")
