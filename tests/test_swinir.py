@@ -15,8 +15,8 @@ from harness.checkpoints import save_checkpoint
 from harness.errors import HarnessError
 from harness.methods.common.swin import relative_position_index
 from harness.methods.swinir import SwinIR, SwinIRConfig, SwinIRMethod
-from harness.methods.swinir.adapter import mirror_pad, run_tiles
-from harness.methods.swinir.arch import shift_mask, window_partition
+from harness.methods.swinir.adapter import run_tiles
+from harness.methods.swinir.arch import mirror_pad, shift_mask, window_partition
 
 CPU = torch.device("cpu")
 

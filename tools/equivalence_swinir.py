@@ -99,7 +99,7 @@ def main() -> None:
 
     from harness.imageio import from_tensor, read_rgb, to_tensor
     from harness.methods.swinir import SwinIRMethod
-    from harness.methods.swinir.adapter import mirror_pad
+    from harness.methods.swinir.arch import mirror_pad
 
     sys.path.insert(0, str(args.checkout))
     from models.network_swinir import SwinIR as OfficialNet  # the checkout's network

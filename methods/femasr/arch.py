@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from harness.methods.swinir.arch import RSTB, SwinIRConfig
+from harness.methods.swinir.arch import RSTB, SwinIRConfig, mirror_pad
 
 
 @dataclass(frozen=True)
@@ -181,12 +181,9 @@ class FeMaSRNet(nn.Module):
         return self.out_conv(y)
 
 
-def mirror_pad16(x: torch.Tensor, multiple: int = 16) -> torch.Tensor:
-    """The official ``test()`` padding: bottom/right to the next multiple of 16 strictly above
-    the size, filled with the mirror image (edge repeated)."""
-    h, w = x.shape[-2:]
-    x = torch.cat([x, torch.flip(x, [2])], 2)[:, :, : (h // multiple + 1) * multiple, :]
-    return torch.cat([x, torch.flip(x, [3])], 3)[:, :, :, : (w // multiple + 1) * multiple]
+def mirror_pad16(x: torch.Tensor) -> torch.Tensor:
+    """The official ``test()`` padding: to the next multiple of 16 strictly above the size."""
+    return mirror_pad(x, 16)
 
 
 def random_state_dict(cfg: FeMaSRConfig, seed: int = 0) -> dict[str, torch.Tensor]:

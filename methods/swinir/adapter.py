@@ -24,7 +24,7 @@ from harness.checkpoints import load_tensors, tensors_only
 from harness.errors import HarnessError
 from harness.methods.base import MethodCard, SRMethod, WeightFile, load_strict
 from harness.methods.common.release import ReleaseFile
-from harness.methods.swinir.arch import SwinIR, SwinIRConfig
+from harness.methods.swinir.arch import SwinIR, SwinIRConfig, mirror_pad
 
 RELEASE = "https://github.com/JingyunLiang/SwinIR/releases/download/v0.0"
 # size -> (weights manifest id, release file)
@@ -32,14 +32,6 @@ FILES = {
     "m": ("swinir-m", "003_realSR_BSRGAN_DFO_s64w8_SwinIR-M_x4_GAN.pth"),
     "l": ("swinir-l", "003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN.pth"),
 }
-
-
-def mirror_pad(x: torch.Tensor, window: int) -> torch.Tensor:
-    """The official pre-padding: bottom/right to the next multiple of ``window`` strictly above
-    the size (a multiple gains a whole window), filled with the image's mirror image."""
-    h, w = x.shape[-2:]
-    x = torch.cat([x, torch.flip(x, [2])], 2)[:, :, : (h // window + 1) * window, :]
-    return torch.cat([x, torch.flip(x, [3])], 3)[:, :, :, : (w // window + 1) * window]
 
 
 def run_tiles(net: torch.nn.Module, x: torch.Tensor, tile: int, overlap: int, scale: int):

@@ -65,6 +65,16 @@ class SwinIRConfig:
         return cls(dim=12, depths=(2, 2), heads=(2, 3), window=4, img_size=16, resi="3conv")
 
 
+def mirror_pad(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """The official pre-padding of SwinIR's and FeMaSR's test scripts: bottom/right to the next
+    multiple of ``multiple`` strictly above the size (a multiple gains a whole ``multiple``),
+    filled with the image's mirror image (edge row repeated). An image shorter than half of
+    ``multiple`` is only doubled."""
+    h, w = x.shape[-2:]
+    x = torch.cat([x, torch.flip(x, [2])], 2)[:, :, : (h // multiple + 1) * multiple, :]
+    return torch.cat([x, torch.flip(x, [3])], 3)[:, :, :, : (w // multiple + 1) * multiple]
+
+
 def window_partition(x: torch.Tensor, w: int) -> torch.Tensor:
     """``(B, H, W, C)`` -> ``(B * H/w * W/w, w, w, C)``, windows in row-major order."""
     b, h, wd, c = x.shape
