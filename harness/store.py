@@ -34,6 +34,20 @@ from harness.errors import HarnessError
 from harness.imageio import sweep_temporary, write_text
 from harness.locking import file_lock, lock_fd
 
+# The papers' row groups, in table order, from a method card as manifest.json records it
+# (``family``, and ``steps`` for diffusion): reports and the leaderboard show them.
+GROUPS = ("Classical", "GAN-based", "Diffusion, multi-step", "Diffusion, one-step")
+
+
+def card_group(card: dict[str, Any] | None) -> str:
+    """The table group of a recorded method card: one of GROUPS, or '' when it states none."""
+    card = card or {}
+    family = card.get("family", "")
+    if family == "diffusion":
+        return GROUPS[3] if card.get("steps") == 1 else GROUPS[2]
+    return {"classical": GROUPS[0], "gan": GROUPS[1]}.get(family, "")
+
+
 SUMMARY_SCHEMA = "harness.summary/1"
 EFFICIENCY_SCHEMA = "harness.efficiency/1"
 EFFICIENCY_COLUMNS = (

@@ -31,6 +31,7 @@ from harness import __version__
 from harness.errors import HarnessError
 from harness.leaderboard.config import METRIC_PROTOCOL_KEYS, LeaderboardConfig
 from harness.leaderboard.validate import Submission
+from harness.store import card_group
 
 SITE_SCHEMA = "harness.leaderboard/1"
 COPIED = (
@@ -252,6 +253,7 @@ def _entry(run: Run, result: dict, metrics: list[str], config: LeaderboardConfig
         "run": run.id,
         "method": result["method"],
         "display_name": card.get("display_name") or result["method"],
+        "group": card_group(card),
         "n_images": result["n_images"],
         "values": values,
         "missing": missing,

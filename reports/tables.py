@@ -20,6 +20,7 @@ import pandas as pd
 from harness.errors import HarnessError
 from harness.reports import drift, stats
 from harness.reports.load import RunData
+from harness.store import GROUPS, card_group
 
 # columns of the long frame (report.csv), in order
 COLUMNS = [
@@ -30,18 +31,9 @@ COLUMNS = [
 ]  # fmt: skip
 
 
-# The papers' row groups, in table order: from the run manifest's method card (``family``, and
-# ``steps`` for diffusion). Rows of methods without a stated family come last, ungrouped ('').
-GROUPS = ("Classical", "GAN-based", "Diffusion, multi-step", "Diffusion, one-step")
-
-
 def group_of(run: RunData, method: str) -> str:
-    """The table group of ``method`` in ``run`` (one of GROUPS, or '' when not stated)."""
-    card = ((run.manifest or {}).get("methods", {}).get(method) or {}).get("card") or {}
-    family = card.get("family", "")
-    if family == "diffusion":
-        return GROUPS[3] if card.get("steps") == 1 else GROUPS[2]
-    return {"classical": GROUPS[0], "gan": GROUPS[1]}.get(family, "")
+    """The table group of ``method`` in ``run`` (store.GROUPS, or '' when its card states none)."""
+    return card_group(((run.manifest or {}).get("methods", {}).get(method) or {}).get("card"))
 
 
 def _group_rank(group: str) -> int:

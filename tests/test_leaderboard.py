@@ -139,6 +139,9 @@ def test_site_data_ranks_and_stamps_the_protocol(site, lb_config, classic_run):
     lanczos = entries[0]
     assert lanczos["efficiency"]["params"] == 0 and lanczos["efficiency"]["latency_median_s"] > 0
     assert next(e for e in entries if e["method"] == XSS)["efficiency"]["params"] is None
+    # the table group from each method card; an eval's methods have no card
+    assert {e["method"]: e["group"] for e in entries} == {
+        "lanczos": "Classical", "bicubic": "Classical", XSS: ""}  # fmt: skip
     protocol = data["protocol"]
     assert protocol["pinned"] is True
     assert protocol["metrics"]["ssim"]["options"] == {
