@@ -245,6 +245,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="leave out the comparison with the papers' printed numbers",
     )
+    rp.add_argument(
+        "--display-names",
+        action="store_true",
+        help="label rows with the methods' display names (Real-ESRGAN) instead of their ids",
+    )
 
     mg = sub.add_parser(
         "merge",
@@ -440,6 +445,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         seed=args.seed,
         alpha=args.alpha,
         published=not args.no_published,
+        display_names=args.display_names,
     )
     text, out = make_report(req)
     for path in req.written:
@@ -484,12 +490,13 @@ def cmd_list(args: argparse.Namespace) -> None:
     if args.what == "methods":
         from harness.methods import METHODS
 
-        rows = [["NAME", "SCALE", "STEPS", "METHOD (paper; deviations from the official code)"]]
+        rows = [["NAME", "TYPE", "SCALE", "STEPS",
+                 "METHOD (paper; deviations from the official code)"]]  # fmt: skip
         for name in METHODS:
             card = METHODS.get(name).card
-            rows.append([name, f"x{card.scale}", str(card.steps or "-"),
+            rows.append([name, card.family or "-", f"x{card.scale}", str(card.steps or "-"),
                          f"{card.display_name}: {card.paper}"])  # fmt: skip
-            rows += [["", "", "", f"- {d}"] for d in card.deviations]
+            rows += [["", "", "", "", f"- {d}"] for d in card.deviations]
         print("\n".join(_columns(rows)))
     elif args.what == "datasets":
         from omegaconf import OmegaConf

@@ -47,6 +47,7 @@ class Request:
     seed: int = 0
     alpha: float = 0.05
     published: bool = True  # compare with the papers' printed numbers where they exist
+    display_names: bool = False  # row labels: "Real-ESRGAN" (the card) instead of "realesrgan"
     written: list[Path] = field(default_factory=list)
 
 
@@ -143,7 +144,9 @@ def make_report(req: Request) -> tuple[str, Path]:
     _validate(req)
     runs = load_runs(req.paths)
     out = Path(req.out) if req.out is not None else runs[0].path
-    report = build(runs, Options(seed=req.seed, alpha=req.alpha, allow_drift=req.allow_drift))
+    opts = Options(seed=req.seed, alpha=req.alpha, allow_drift=req.allow_drift,
+                   display_names=req.display_names)  # fmt: skip
+    report = build(runs, opts)
     _check_images(req, report)
     made = _figures(req, report) if req.figures else []  # errors before any file is written
     figs = _write_figures(req, made, out)

@@ -45,6 +45,7 @@ class Options:
     seed: int = 0  # bootstrap seed
     alpha: float = stats.ALPHA
     allow_drift: bool = False
+    display_names: bool = False  # row labels: the cards' display names instead of method ids
 
 
 @dataclass
@@ -87,10 +88,16 @@ def _datasets(runs: list[RunData]) -> list[str]:
     return out
 
 
-def _labels(pairs: list[tuple[RunData, str]]) -> list[str]:
-    """Method names, with the run's name where a method appears in several runs."""
-    methods = [m for _, m in pairs]
-    return [m if methods.count(m) == 1 else f"{m} ({run.name})" for run, m in pairs]
+def _labels(pairs: list[tuple[RunData, str]], display: bool = False) -> list[str]:
+    """Method names (``display``: the cards' display names, as papers print them, where the
+    manifest records one), with the run's name where a name appears in several runs."""
+    names = [_display_name(run, m) if display else m for run, m in pairs]
+    return [n if names.count(n) == 1 else f"{n} ({run.name})" for (run, _), n in zip(pairs, names)]
+
+
+def _display_name(run: RunData, method: str) -> str:
+    card = ((run.manifest or {}).get("methods", {}).get(method) or {}).get("card") or {}
+    return card.get("display_name") or method
 
 
 def _metric_specs(runs: list[RunData], dataset: str) -> list[dict]:
@@ -118,7 +125,7 @@ def _cells(
     the runs' order, grouped as the papers group them (stable within a group)."""
     pairs = [(run, r["method"]) for run in runs for r in run.results(dataset)]
     pairs.sort(key=lambda pair: _group_rank(group_of(*pair)))
-    labels = _labels(pairs)
+    labels = _labels(pairs, opts.display_names)
     records = []
     sizes = []
     values: dict[int, pd.Series] = {}
@@ -256,7 +263,7 @@ def _table(runs: list[RunData], dataset: str, opts: Options) -> DatasetTable:
     return DatasetTable(dataset, sizes, specs, labels, cells, notes, groups)
 
 
-def _efficiency(runs: list[RunData]) -> pd.DataFrame | None:
+def _efficiency(runs: list[RunData], display: bool = False) -> pd.DataFrame | None:
     frames = []
     for run in runs:
         if run.efficiency is not None and len(run.efficiency):
@@ -265,7 +272,7 @@ def _efficiency(runs: list[RunData]) -> pd.DataFrame | None:
         return None
     eff = pd.concat(frames, ignore_index=True)
     pairs = [(next(r for r in runs if str(r.path) == p), m) for p, m in zip(eff.run, eff.method)]
-    eff["label"] = _labels(pairs)
+    eff["label"] = _labels(pairs, display)
     return eff
 
 
@@ -273,7 +280,7 @@ def build(runs: list[RunData], opts: Options | None = None) -> Report:
     """Every dataset's table (drift checked first, one-line error) and the efficiency rows."""
     opts = opts or Options()
     tables = [_table(runs, ds, opts) for ds in _datasets(runs)]
-    return Report(tables, _efficiency(runs), runs)
+    return Report(tables, _efficiency(runs, opts.display_names), runs)
 
 
 def efficiency_for(report: Report, table: DatasetTable) -> pd.DataFrame:

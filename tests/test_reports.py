@@ -131,6 +131,20 @@ def test_rows_are_grouped_as_the_papers_group_them(tmp_path):
     assert "Rows by type: Classical; GAN-based; Diffusion, multi-step; Diffusion, one-step." in tex
 
 
+def test_display_names_label_the_rows(tmp_path, cli, capsys):
+    cards = {"realesrgan": {"family": "gan", "display_name": "Real-ESRGAN"}, "mine": {}}
+    vals = {m: {"psnr": _constant(20.0 + i)} for i, m in enumerate(cards)}
+    run = kit.make_run(tmp_path / "r", vals, [kit.PSNR], cards=cards)
+    assert cli("report", run, "--display-names", "--format", "md,csv") == 0
+    text = capsys.readouterr().out
+    assert "| Real-ESRGAN |" in re.sub(r" +", " ", text) and "| realesrgan |" not in text
+    rows = kit.csv_rows(run / "report.csv")
+    assert [(r["method"], r["label"]) for r in rows] == [("realesrgan", "Real-ESRGAN"),
+                                                          ("mine", "mine")]  # fmt: skip
+    assert cli("report", run, "--format", "md") == 0  # the default: method ids
+    assert "| realesrgan |" in re.sub(r" +", " ", capsys.readouterr().out)
+
+
 def test_one_group_adds_no_type_column(four):
     text, _ = make_report(Request([four], formats=("md", "tex")))  # no cards: no groups
     assert "Type" not in text and "Rows by type" not in (four / "report.tex").read_text()
