@@ -64,6 +64,18 @@ class ReleaseFile:
         self.weights_file()
         return self._resolved[0]
 
+    def release_tensors(self, containers: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """The weights file's tensors, read by the restricted loader; a checkpoint that keeps
+        them under a key (BasicSR's ``params_ema`` / ``params``) is opened at the first of
+        ``containers`` it has."""
+        from harness.checkpoints import load_tensors, tensors_only
+
+        path = self.weights_file()
+        obj = load_tensors(path)
+        if isinstance(obj, dict) and not any(torch.is_tensor(v) for v in obj.values()):
+            obj = next((obj[k] for k in containers if k in obj), obj)
+        return tensors_only(obj, str(path))
+
 
 def seeded_state_dict(
     net: torch.nn.Module, seed: int, stds: dict[str, float] | None = None

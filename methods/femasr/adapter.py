@@ -22,7 +22,6 @@ import logging
 
 import torch
 
-from harness.checkpoints import load_tensors, tensors_only
 from harness.errors import HarnessError
 from harness.methods.base import MethodCard, SRMethod, WeightFile
 from harness.methods.common.release import ReleaseFile
@@ -118,10 +117,7 @@ class FeMaSR(ReleaseFile, SRMethod):
         net = self.build_model()
         if not random_init:
             path = self.weights_file()
-            obj = load_tensors(path)
-            if isinstance(obj, dict) and not any(torch.is_tensor(v) for v in obj.values()):
-                obj = obj.get("params", obj.get("params_ema", obj))
-            sd = tensors_only(obj, str(path))
+            sd = self.release_tensors(("params", "params_ema"))
             want = net.state_dict()
             missing = [k for k in want if k not in sd]
             if missing:

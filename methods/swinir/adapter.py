@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import torch
 
-from harness.checkpoints import load_tensors, tensors_only
 from harness.errors import HarnessError
 from harness.methods.base import MethodCard, SRMethod, WeightFile, load_strict
 from harness.methods.common.release import ReleaseFile
@@ -128,14 +127,9 @@ class SwinIRMethod(ReleaseFile, SRMethod):
     def load(self, device: torch.device, dtype: torch.dtype, random_init: bool = False) -> None:
         super().load(device, dtype, random_init)
         net = self.build_model()
-        if not random_init:
-            path = self.weights_file()
-            obj = load_tensors(path)
-            if isinstance(obj, dict) and not any(torch.is_tensor(v) for v in obj.values()):
-                obj = obj.get("params_ema", obj.get("params", obj))  # as the official loader
-            load_strict(
-                net, tensors_only(obj, str(path)), "swinir", str(self.cfg.get("arch", "paper"))
-            )
+        if not random_init:  # params_ema first, as the official real_sr loader
+            sd = self.release_tensors(("params_ema", "params"))
+            load_strict(net, sd, "swinir", str(self.cfg.get("arch", "paper")))
         self.net = net.to(device=device, dtype=dtype).eval()
 
     # -- inference -----------------------------------------------------------------------------
