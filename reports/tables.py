@@ -31,9 +31,14 @@ COLUMNS = [
 ]  # fmt: skip
 
 
+def _card(run: RunData, method: str) -> dict:
+    """The method card ``run``'s manifest records for ``method`` ({} when none)."""
+    return ((run.manifest or {}).get("methods", {}).get(method) or {}).get("card") or {}
+
+
 def group_of(run: RunData, method: str) -> str:
     """The table group of ``method`` in ``run`` (store.GROUPS, or '' when its card states none)."""
-    return card_group(((run.manifest or {}).get("methods", {}).get(method) or {}).get("card"))
+    return card_group(_card(run, method))
 
 
 def _group_rank(group: str) -> int:
@@ -96,8 +101,7 @@ def _labels(pairs: list[tuple[RunData, str]], display: bool = False) -> list[str
 
 
 def _display_name(run: RunData, method: str) -> str:
-    card = ((run.manifest or {}).get("methods", {}).get(method) or {}).get("card") or {}
-    return card.get("display_name") or method
+    return _card(run, method).get("display_name") or method
 
 
 def _metric_specs(runs: list[RunData], dataset: str) -> list[dict]:

@@ -76,6 +76,26 @@ def finish(rows: list[dict], out: Path | None, **settings) -> dict:
     return summary
 
 
+def golden_input(h: int, w: int):
+    """The seeded input of a golden case: ``torch.rand(1, 3, h, w)`` from seed ``h * 100 + w``."""
+    import torch
+
+    return torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(h * 100 + w))
+
+
+def write_golden(path: Path, what: str, sizes, forward) -> None:
+    """A golden file: ``forward`` (an official network) on :func:`golden_input` of each (h, w)
+    in ``sizes``, kept as :func:`golden_summary` digests; ``what`` says what was run."""
+    import torch
+
+    cases = []
+    for h, w in sizes:
+        with torch.no_grad():
+            cases.append({"input": [h, w]} | golden_summary(forward(golden_input(h, w))))
+    doc = {"what": what, "torch": torch.__version__, "cases": cases}
+    path.write_text(json.dumps(doc, indent=0) + "\n")
+
+
 def golden_summary(y) -> dict:
     """What a golden file keeps of an output ``(1, 3, H, W)``: row and column means and evenly
     spaced values (enough to catch any wrong part, small enough to read)."""

@@ -24,13 +24,13 @@ small inputs (``tests/data/femasr_official.json``, checked by ``tests/test_femas
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or by path
-from eqkit import SHARED_LR, cleanup, finish, golden_summary, image_row, lr_crops, scratch  # noqa: E402
+from eqkit import SHARED_LR, cleanup, finish, image_row, lr_crops, scratch  # noqa: E402
+from eqkit import write_golden as write_golden_file  # noqa: E402
 
 GOLDEN_SIZES = ((16, 16), (20, 13))  # LR sizes of the golden cases (padded to 32 and 32x16)
 
@@ -43,21 +43,15 @@ def _official_net(checkout: Path):
 
 
 def write_golden(checkout: Path, path: Path) -> None:
-    import torch
 
     from harness.methods.femasr.arch import FeMaSRConfig, random_state_dict
 
     net = _official_net(checkout)
     net.load_state_dict(random_state_dict(FeMaSRConfig.paper(), seed=0), strict=True)
-    cases = []
-    for h, w in GOLDEN_SIZES:
-        x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(h * 100 + w))
-        cases.append({"input": [h, w]} | golden_summary(net.test(x)))
-    path.write_text(json.dumps({
-        "what": "official FeMaSRNet.test() (basicsr/archs/femasr_arch.py) outputs, weights: "
-                "random_state_dict(FeMaSRConfig.paper(), seed=0) (methods/femasr/arch.py); "
-                "input: torch.rand(1, 3, h, w) from Generator().manual_seed(h * 100 + w)",
-        "torch": torch.__version__, "cases": cases}, indent=0) + "\n")  # fmt: skip
+    what = ("official FeMaSRNet.test() (basicsr/archs/femasr_arch.py) outputs, weights: "
+            "random_state_dict(FeMaSRConfig.paper(), seed=0) (methods/femasr/arch.py); "
+            "input: torch.rand(1, 3, h, w) from Generator().manual_seed(h * 100 + w)")  # fmt: skip
+    write_golden_file(path, what, GOLDEN_SIZES, net.test)
 
 
 def main() -> None:

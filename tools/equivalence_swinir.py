@@ -25,13 +25,13 @@ configuration on seeded weights and inputs (``tests/data/swinir_official_tiny.js
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script or by path
-from eqkit import SHARED_LR, cleanup, finish, golden_summary, image_row, lr_crops, scratch  # noqa: E402
+from eqkit import SHARED_LR, cleanup, finish, image_row, lr_crops, scratch  # noqa: E402
+from eqkit import write_golden as write_golden_file  # noqa: E402
 
 FILES = {"m": "003_realSR_BSRGAN_DFO_s64w8_SwinIR-M_x4_GAN.pth",
          "l": "003_realSR_BSRGAN_DFOWMFC_s64w8_SwinIR-L_x4_GAN.pth"}  # fmt: skip
@@ -48,7 +48,6 @@ GOLDEN_SIZES = ((6, 5), (16, 16))
 
 
 def write_golden(checkout: Path, path: Path) -> None:
-    import torch
 
     from harness.methods.swinir import SwinIRConfig
     from harness.methods.swinir.arch import random_state_dict
@@ -63,16 +62,10 @@ def write_golden(checkout: Path, path: Path) -> None:
                       num_heads=list(cfg.heads), mlp_ratio=cfg.mlp_ratio, upsampler="nearest+conv",
                       resi_connection=cfg.resi).eval()  # fmt: skip
     net.load_state_dict(weights, strict=True)
-    cases = []
-    for h, w in GOLDEN_SIZES:
-        x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(h * 100 + w))
-        with torch.no_grad():
-            cases.append({"input": [h, w]} | golden_summary(net(x)))
-    path.write_text(json.dumps({
-        "what": "official SwinIR (models/network_swinir.py) outputs for SwinIRConfig.tiny(), "
-                "weights: random_state_dict(SwinIRConfig.tiny(), seed=0) (methods/swinir/arch.py); "
-                "input: torch.rand(1, 3, h, w) from Generator().manual_seed(h * 100 + w)",
-        "torch": torch.__version__, "cases": cases}, indent=0) + "\n")  # fmt: skip
+    what = ("official SwinIR (models/network_swinir.py) outputs for SwinIRConfig.tiny(), weights: "
+            "random_state_dict(SwinIRConfig.tiny(), seed=0) (methods/swinir/arch.py); "
+            "input: torch.rand(1, 3, h, w) from Generator().manual_seed(h * 100 + w)")  # fmt: skip
+    write_golden_file(path, what, GOLDEN_SIZES, net)
 
 
 def main() -> None:

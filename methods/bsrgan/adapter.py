@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from harness.checkpoints import file_digest, load_tensors, tensors_only
+from harness.checkpoints import file_digest
 from harness.errors import HarnessError
 from harness.methods.base import MethodCard, WeightFile
 from harness.methods.bsrgan.convert import is_official_layout, to_harness
@@ -76,9 +76,5 @@ class BSRGAN(RealESRGAN):
         return "; or give a file: method.weights=PATH"
 
     def _state_dict(self) -> dict[str, torch.Tensor]:
-        _, source = self._resolve()
-        obj = load_tensors(source)
-        if isinstance(obj, dict) and not any(torch.is_tensor(v) for v in obj.values()):
-            obj = obj.get("params_ema", obj.get("params", obj))  # a BasicSR-style container
-        sd = tensors_only(obj, str(source))
+        sd = super()._state_dict()  # the restricted loader, params_ema / params opened
         return to_harness(sd) if is_official_layout(sd) else sd
