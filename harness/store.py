@@ -24,6 +24,7 @@ import json
 import math
 import os
 import shutil
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,77 @@ MANIFEST_SCHEMA = "harness.manifest/1"
 
 Key = tuple[str, str, str]  # (method, dataset, image)
 
+# Entries Hydra puts in a job's folder before the job (a run) starts: ``.hydra/`` and the log.
+_HYDRA_ENTRIES = (".hydra",)
+
+
+def run_dir_marker(path: Path) -> str | None:
+    """Why ``path`` (an existing folder) is a folder the harness may write into, or None.
+
+    Ours: an empty folder; one whose ``manifest.json`` has the harness's schema (every run,
+    eval and merge writes it when it claims the folder); a ``harness profile`` folder
+    (``profile_config.yaml``); a launch's folder before its merge (``jobs/plan.yaml``); a
+    Hydra job's folder before its run (``.hydra/`` and logs only). Anything else is a user's
+    folder: writing there would overwrite their files and sweep their ``*.tmp`` files."""
+    entries = list(path.iterdir())
+    if not entries:
+        return "empty"
+    manifest = path / "manifest.json"
+    if manifest.is_file():
+        try:
+            data = json.loads(manifest.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = None
+        if isinstance(data, dict) and data.get("schema") == MANIFEST_SCHEMA:
+            return "run"
+    if (path / "profile_config.yaml").is_file():
+        return "profile"
+    if (path / "jobs" / "plan.yaml").is_file():
+        return "launch"
+    names = {e.name for e in entries}
+    if ".hydra" in names and all(n in _HYDRA_ENTRIES or n.endswith(".log") for n in names):
+        return "hydra job"
+    return None
+
+
+def check_out(path: str | Path) -> None:
+    """Refuse, before any work, a run directory the harness must not or cannot write: an
+    existing file, a folder of the user's (not empty, not a run directory: see
+    :func:`run_dir_marker`), or a place where nothing can be created. Writes nothing but a
+    probe file, removed at once."""
+    path = Path(path)
+    try:
+        if path.exists() and not path.is_dir():
+            raise HarnessError(f"--out {path}: is a file, not a folder")
+        if path.is_dir():
+            if run_dir_marker(path) is None:
+                shown = ", ".join(sorted(e.name for e in path.iterdir())[:3])
+                raise HarnessError(
+                    f"--out {path}: a folder that is not a harness run directory (it holds "
+                    f"{shown}, ...); give a new or empty folder"
+                )
+            _probe(path, path)
+            return
+        parent = next(p for p in path.absolute().parents if p.exists())
+        if not parent.is_dir():
+            raise HarnessError(f"--out {path}: {parent} is a file, not a folder")
+        _probe(path, parent)
+    except OSError as e:
+        raise HarnessError(f"--out {path}: cannot be used ({e.strerror or e})") from None
+
+
+def _probe(path: Path, folder: Path) -> None:
+    """Create and remove a file in ``folder``: the only sure test that a run can write there
+    (permission bits say nothing for root, ACLs or a read-only mount). A probe left by a kill
+    is swept like any temporary file (``.<name>.*.tmp``)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".harness-probe.", suffix=".tmp", dir=folder)
+    except OSError as e:
+        where = "in it" if folder == path else f"in {folder}"
+        raise HarnessError(f"--out {path}: cannot write {where} ({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(name)
+
 
 @dataclass
 class Row:
@@ -91,18 +163,27 @@ class RunStore:
 
     # -- config ------------------------------------------------------------------------------
     def claim(self, config_yaml: str, config_hash: str) -> None:
-        """Create or resume the run directory for this config; refuse another run's directory.
-        Orphaned temporary files of a killed run are removed."""
+        """Create or resume the run directory for this config; refuse another run's directory
+        and a folder that is not a run directory (``check_out``). Orphaned temporary files of
+        a killed run are removed. A new directory gets its manifest first, so a run killed at
+        any point leaves a folder that is recognisably a run directory."""
+        check_out(self.path)
         self.fresh = not self.path.is_dir() or not any(self.path.iterdir())
-        self.path.mkdir(parents=True, exist_ok=True)
-        sweep_temporary(self.path)
         existing = self._read_json_or_none("manifest.json")
         if existing and existing.get("config_hash") not in (None, config_hash):
             raise HarnessError(
                 f"{self.path}: holds a run of another config (hash "
-                f"{existing['config_hash'][:12]} != {config_hash[:12]}); choose another --out"
+                f"{str(existing['config_hash'])[:12]} != {config_hash[:12]}); choose another --out"
             )
-        write_text(self.path / "config.yaml", config_yaml)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            sweep_temporary(self.path)
+            if existing is None:
+                self.write_manifest({"config_hash": config_hash, "finished": None})
+            write_text(self.path / "config.yaml", config_yaml)
+        except OSError as e:
+            self.discard()
+            raise HarnessError(f"--out {self.path}: cannot write ({e.strerror or e})") from None
 
     def read_manifest(self) -> dict[str, Any] | None:
         return self._read_json_or_none("manifest.json")
