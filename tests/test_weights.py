@@ -197,58 +197,38 @@ class _Payload:
         return (os.system, (f"touch {self.path}",))
 
 
-def test_library_pickles_without_a_full_hash_must_pass_a_weights_only_load(
-    home, tmp_path, monkeypatch, capsys, cli
-):
-    """pyiqa and torchvision unpickle their files with full pickle; a file whose full sha256 is
-    not published reaches them only after torch's weights-only loader has read it."""
-    import hashlib
-
+def test_weights_check_names_each_files_protection(home, tmp_path, monkeypatch, capsys, cli):
+    """``weights check`` says what keeps each file's pickled code from running; a library's
+    pickle is read through the restricted reader, so a hostile one runs nothing."""
     import torch
 
     from harness.metrics import MetricSuite
-    from harness.weights.manager import protection, require
+    from harness.weights.manager import protection
 
     trace = tmp_path / "PWNED"
     hostile = tmp_path / "hostile.pth"
     torch.save({"params": {"w": torch.ones(1)}, "cfg": _Payload(trace)}, hostile)
-    plain = tmp_path / "plain.pth"
-    torch.save({"w": torch.ones(1)}, plain)
-    prefix = hashlib.sha256(hostile.read_bytes()).hexdigest()[:8]
-    name = f"LPIPS_v0.1_alex-{prefix}.pth"
     entries = [
-        {"id": "pyiqa-lpips-alex", "name": name, "url": f"https://x/{name}", "location": "pyiqa",
-         "used_by": ["lpips"], "sha256_prefix": prefix},
+        {"id": "pyiqa-lpips-alex", "name": "LPIPS_v0.1_alex-x.pth", "url": "https://x/l.pth",
+         "location": "pyiqa", "used_by": ["lpips"]},
         {"id": "torchvision-alexnet", "name": "alexnet.pth", "url": "https://x/alexnet.pth",
-         "location": "torchvision", "used_by": ["lpips"],
-         "sha256": hashlib.sha256(plain.read_bytes()).hexdigest()},
+         "location": "torchvision", "used_by": ["lpips"]},
     ]  # fmt: skip
     extra = tmp_path / "m.json"
     extra.write_text(json.dumps(entries))
     monkeypatch.setenv("HARNESS_WEIGHTS_MANIFEST", str(extra))
     manifest = load_manifest()
-    lp, alex = manifest["pyiqa-lpips-alex"], manifest["torchvision-alexnet"]
-    for e, src in ((lp, hostile), (alex, plain)):
+    for e in (manifest["pyiqa-lpips-alex"], manifest["torchvision-alexnet"]):
         path_of(e).parent.mkdir(parents=True, exist_ok=True)
-        path_of(e).write_bytes(src.read_bytes())
-    assert protection(lp) == "weights-only check" and protection(alex) == "full sha256"
-    assert status(alex).state == "ok"
-    st = status(lp)
-    assert st.state == "unsafe" and "weights-only" in st.detail
-    assert "weights-only" in require([alex, lp], "lpips")
+        path_of(e).write_bytes(hostile.read_bytes())
+        assert protection(e) == "restricted loader"
+        assert status(e).state == "unverified"
     suite = MetricSuite(["lpips"], torch.device("cpu"))
-    assert "weights-only" in suite.unavailable["lpips"]
-    assert not trace.exists()
+    assert "lpips" in suite.unavailable and not trace.exists()
     capsys.readouterr()
-    assert cli("weights", "check", "lpips") == 1
+    assert cli("weights", "check", "lpips") == 0
     out = capsys.readouterr().out
-    assert "protection" in out and "full sha256" in out and "weights-only check" in out
-    # a file holding weights only passes, and the verdict is remembered beside its digest
-    path_of(lp).write_bytes(plain.read_bytes())
-    lp_ok = WeightEntry(**(lp.to_dict() | {"used_by": ("lpips",), "sha256_prefix": None}))
-    assert status(lp_ok).state == "unverified"
-    assert "weights_only" in json.loads(path_of(lp).with_name(name + ".sha256.json").read_text())
-    assert not trace.exists()
+    assert "protection" in out and "restricted loader" in out
 
 
 def test_builtin_library_pickles_all_have_a_protection(monkeypatch):
@@ -256,7 +236,7 @@ def test_builtin_library_pickles_all_have_a_protection(monkeypatch):
 
     monkeypatch.delenv("HARNESS_WEIGHTS_MANIFEST", raising=False)
     kinds = {e.id: protection(e) for e in load_manifest().values()}
-    assert kinds["clip-rn50"] == "full sha256"
-    assert kinds["pyiqa-maniqa-pipal"] == "weights-only check"
+    assert kinds["clip-rn50"] == "sha256 each load"  # a TorchScript archive
+    assert kinds["pyiqa-maniqa-pipal"] == kinds["torchvision-alexnet"] == "restricted loader"
     assert kinds["adcsr-halfdecoder"] == "restricted loader"
     assert kinds["timm-vit-b8"] == kinds["testset-drealsr"] == "not pickled"

@@ -117,9 +117,12 @@ class MetricSuite:
         self.unavailable: dict[str, str] = {}
         self.seconds: dict[str, float] = {}  # time spent inside each metric (benchmarks)
         self._lock = threading.Lock()  # score() may run in several threads at once
+        from harness.weights.guard import guarded
+
         for spec in self.specs:
             try:
-                self._scorers[spec.name] = _build(spec, self.device)
+                with guarded():  # pyiqa, torchvision, CLIP unpickle nothing themselves
+                    self._scorers[spec.name] = _build(spec, self.device)
             except _Unavailable as e:
                 self.unavailable[spec.name] = str(e)
             except Exception as e:  # a metric that cannot be built is missing, with its reason

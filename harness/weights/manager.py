@@ -18,7 +18,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.checkpoints import file_digest, weights_only_verdict
+from harness.checkpoints import file_digest
 from harness.errors import HarnessError
 from harness.hashing import sha256_file
 from harness.weights.manifest import WeightEntry
@@ -89,24 +89,24 @@ def protection(entry: WeightEntry) -> str:
     """What stands between this file and code execution when it is loaded.
 
     * ``not pickled``: safetensors, .mat, zips of images -- no code can be named in them;
-    * ``restricted loader``: read only by the harness (``harness/checkpoints.py``);
-    * ``full sha256``: a third-party library unpickles it, and the file must match the
-      manifest's full hash first;
-    * ``weights-only check``: a third-party library unpickles it and no full hash is published:
-      torch's weights-only loader must read it first (tensors and containers only).
+    * ``restricted loader``: a pickle, read only through ``harness/checkpoints.py`` (the
+      harness's own loading, and third-party libraries' ``torch.load`` while
+      ``harness.weights.guard`` is active);
+    * ``sha256 each load``: a TorchScript archive (CLIP's), which holds code: loaded only when
+      its full sha256, computed at that load, is the manifest's.
     """
     if entry.unpack or not entry.name.endswith(_PICKLE_SUFFIXES):
         return "not pickled"
-    if entry.location.startswith("harness:"):
-        return "restricted loader"
-    return "full sha256" if entry.sha256 else "weights-only check"
+    if entry.location == "clip":
+        return "sha256 each load"
+    return "restricted loader"
 
 
 @dataclass
 class Status:
     entry: WeightEntry
     path: Path
-    state: str  # ok | unverified | missing | bad_hash | unsafe
+    state: str  # ok | unverified | missing | bad_hash
     detail: str = ""
 
     @property
@@ -139,11 +139,6 @@ def status(entry: WeightEntry, data_root: str | Path | None = None) -> Status:
         problem = _hash_problem(entry, file_digest(path))
         if problem:
             return Status(entry, path, "bad_hash", problem)
-    if protection(entry) == "weights-only check":
-        # a library will unpickle this file with full pickle: it must hold weights only
-        refused = weights_only_verdict(path)
-        if refused:
-            return Status(entry, path, "unsafe", f"{refused}; not handed to its library")
     if not (entry.sha256 or entry.sha256_prefix):
         return Status(entry, path, "unverified", "no published hash: presence checked only")
     return Status(entry, path, "ok")
@@ -156,7 +151,7 @@ def require(entries: list[WeightEntry], consumer: str) -> str | None:
         if st.state == "missing":
             return (f"missing {e.name} (expected at {st.path}); get it with "
                     f"`harness weights fetch {consumer}`")  # fmt: skip
-        if st.state in ("bad_hash", "unsafe"):
+        if st.state == "bad_hash":
             return (f"{st.path}: {st.detail}; replace it with "
                     f"`harness weights fetch {consumer} --force`")  # fmt: skip
     return None

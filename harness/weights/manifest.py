@@ -202,25 +202,84 @@ BUILTIN: tuple[WeightEntry, ...] = (
 )  # fmt: skip
 
 
-def _from_dict(d: dict, where: str) -> WeightEntry:
+_HEX = frozenset("0123456789abcdef")
+_LOCATIONS = ("torchvision", "pyiqa", "clip", "data")
+
+
+def _name_problem(name: str) -> str | None:
+    """Why ``name`` may not be a file name under a location (None when it may)."""
+    parts = name.replace("\\", "/").split("/")
+    if not name or name.startswith(("/", "~")) or ":" in parts[0]:
+        return "must be a relative path"
+    if any(p in ("", ".", "..") for p in parts):
+        return "must not hold '.', '..' or empty parts (it would leave its folder)"
+    if any(ord(c) < 32 for c in name):
+        return "holds control characters"
+    return None
+
+
+def check_entry(e: WeightEntry, where: str) -> WeightEntry:
+    """``e`` if every field has its type and the file stays inside its folder; else an error
+    naming ``where`` and the entry: a manifest decides where files are written."""
+
+    def bad(why: str) -> HarnessError:
+        return HarnessError(f"{where}: entry {e.id!r:.60}: {why}")
+
+    for field in ("id", "name", "url", "location", "license"):
+        if not isinstance(getattr(e, field), str):
+            raise bad(f"{field} must be a string")
+    if not isinstance(e.used_by, tuple) or not all(isinstance(u, str) for u in e.used_by):
+        raise bad("used_by must be a list of strings")
+    problem = _name_problem(e.name)
+    if problem:
+        raise bad(f"name {e.name!r:.80} {problem}")
+    loc = e.location
+    if not (loc in _LOCATIONS or loc.startswith(("hf:", "harness:"))):
+        raise bad(f"unknown location {loc!r:.60}")
+    if loc.startswith(("hf:", "harness:")) and _name_problem(loc.split(":", 1)[1]):
+        raise bad(f"location {loc!r:.80} must name a folder without '..'")
+    for field, lengths in (("sha256", (64,)), ("sha256_prefix", range(1, 65))):
+        value = getattr(e, field)
+        if value is not None and (
+            not isinstance(value, str) or len(value) not in lengths or not set(value) <= _HEX
+        ):
+            raise bad(f"{field} must be lower-case hex digits")
+    if e.size is not None and (type(e.size) is not int or e.size < 0):
+        raise bad("size must be a non-negative integer")
+    if type(e.unpack) is not bool:
+        raise bad("unpack must be true or false")
+    return e
+
+
+def _from_dict(d: object, where: str) -> WeightEntry:
+    if not isinstance(d, dict):
+        raise HarnessError(f"{where}: each entry must be an object, not {type(d).__name__}")
     known = {f.name for f in fields(WeightEntry)}
     unknown = set(d) - known
     if unknown or not {"id", "name", "url", "location", "used_by"} <= set(d):
-        raise HarnessError(f"{where}: bad entry {d.get('id', '?')} (fields: {sorted(known)})")
-    return WeightEntry(**(d | {"used_by": tuple(d["used_by"])}))
+        raise HarnessError(f"{where}: bad entry {d.get('id', '?')!r:.60} (fields: {sorted(known)})")
+    if not isinstance(d["used_by"], list):
+        raise HarnessError(f"{where}: entry {d['id']!r:.60}: used_by must be a list of strings")
+    return check_entry(WeightEntry(**(d | {"used_by": tuple(d["used_by"])})), where)
 
 
 def load_manifest() -> dict[str, WeightEntry]:
-    """Built-in entries, replaced or extended by ``$HARNESS_WEIGHTS_MANIFEST``."""
+    """Built-in entries, replaced or extended by ``$HARNESS_WEIGHTS_MANIFEST``: a JSON list of
+    entries, or an object whose ``entries`` is one."""
     entries = {e.id: e for e in BUILTIN}
     extra = os.environ.get("HARNESS_WEIGHTS_MANIFEST")
     if extra:
         path = Path(extra).expanduser()
+        where = f"HARNESS_WEIGHTS_MANIFEST={path}"
         try:
             data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise HarnessError(f"HARNESS_WEIGHTS_MANIFEST={path}: unreadable ({e})") from None
-        for d in data if isinstance(data, list) else data.get("entries", []):
-            entry = _from_dict(d, str(path))
+        except (OSError, ValueError, RecursionError) as e:
+            raise HarnessError(f"{where}: unreadable ({str(e)[:160]})") from None
+        if isinstance(data, dict):
+            data = data.get("entries")
+        if not isinstance(data, list):
+            raise HarnessError(f'{where}: must be a list of entries or {{"entries": [...]}}')
+        for d in data:
+            entry = _from_dict(d, where)
             entries[entry.id] = entry
     return entries

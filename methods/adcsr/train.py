@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from harness.checkpoints import load_tensors
 from harness.errors import HarnessError
 from harness.imageio import write_text
 from harness.methods.adcsr.arch import AdcSRConfig, AdcSRNet, DecoderMid, DecoderTail
@@ -334,7 +335,7 @@ class Trainer:
         if not latest.is_file():
             return False
         path = self.out / latest.read_text().strip()
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_tensors(path)  # the restricted reader, as for every checkpoint
         for k, m in self.modules.items():
             m.load_state_dict(state["modules"][k])
         for k, o in self.optims.items():
@@ -449,8 +450,11 @@ def train_decoder(cfg: DictConfig, out: Path) -> dict[str, Any]:
 def _lpips(cfg: DictConfig) -> nn.Module:
     import lpips
 
+    from harness.weights.guard import guarded
+
     random_backbone = str(cfg.decoder.lpips_backbone) == "random"
-    model = lpips.LPIPS(net="alex", pnet_rand=random_backbone, verbose=False)
+    with guarded():  # lpips and torchvision unpickle their weight files with torch.load
+        model = lpips.LPIPS(net="alex", pnet_rand=random_backbone, verbose=False)
     return model.requires_grad_(False).eval()
 
 
