@@ -130,17 +130,34 @@ def _fetch(chosen: list[WeightEntry], args: argparse.Namespace) -> int:
     return 0
 
 
+def files_in(folder: Path) -> list[Path]:
+    """The regular files under ``folder``, sorted; symbolic links (to files or folders) are
+    skipped and logged: an import copies what is in the folder, never what a link points at."""
+    import os
+
+    from harness.progress import log
+
+    out = []
+    for top, dirs, files in os.walk(folder, followlinks=False):
+        for name in sorted(dirs) + sorted(files):
+            p = Path(top) / name
+            if p.is_symlink():
+                log(f"weights import: skipped {p} (a symbolic link)")
+            elif name in files and p.is_file():
+                out.append(p)
+    return sorted(out)
+
+
 def _import(folder: Path, chosen: list[WeightEntry], data_root: str | None) -> int:
-    found = {}
-    for p in folder.rglob("*"):
-        if p.is_file():
-            found.setdefault(p.name, p)
+    files = files_in(folder)
+    found: dict[str, Path] = {}
+    for p in files:
+        found.setdefault(p.name, p)
     missing = 0
     for e in chosen:
         src = found.get(e.name)
         if "/" in e.name:  # a path inside a model folder (e.g. unet/...): match its tail
-            src = next((p for p in sorted(folder.rglob("*"))
-                        if p.is_file() and p.as_posix().endswith("/" + e.name)), None)  # fmt: skip
+            src = next((p for p in files if p.as_posix().endswith("/" + e.name)), None)
         if src is None:
             missing += 1
             continue

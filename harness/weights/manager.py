@@ -126,6 +126,21 @@ def _hash_problem(entry: WeightEntry, digest: str) -> str | None:
     return None
 
 
+def _installed(entry: WeightEntry) -> Path | None:
+    """Where the distribution ``entry.installed_as`` is installed, at that version; else None.
+    (Its consumer reads the files from there and checks their own hashes.)"""
+    if not entry.installed_as:
+        return None
+    from importlib import metadata
+
+    dist, version = entry.installed_as.split("==")
+    try:
+        found = metadata.distribution(dist)
+    except metadata.PackageNotFoundError:
+        return None
+    return Path(str(found.locate_file(""))) if found.version == version else None
+
+
 def status(entry: WeightEntry, data_root: str | Path | None = None) -> Status:
     path = path_of(entry, data_root)
     if entry.unpack:
@@ -134,6 +149,9 @@ def status(entry: WeightEntry, data_root: str | Path | None = None) -> Status:
             return Status(entry, folder, "ok", "unpacked")
         return Status(entry, folder, "missing")
     if not path.is_file():
+        where = _installed(entry)
+        if where is not None:
+            return Status(entry, where, "ok", f"installed package {entry.installed_as}")
         return Status(entry, path, "missing")
     if entry.sha256 or entry.sha256_prefix:
         problem = _hash_problem(entry, file_digest(path))

