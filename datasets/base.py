@@ -13,18 +13,20 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.hashing import sha256_file, sha256_json
-from harness.imageio import image_info, list_images
+from harness.imageio import MAX_PIXELS, image_info, image_size, list_images
 
 Conversions = dict[str, list[str]]  # kind (grayscale, alpha, 16-bit...) -> "LR/a.png", ...
 
 
 @dataclass(frozen=True)
 class Sample:
-    """One test image. ``name`` is the LR file's stem; it names the SR output and CSV rows."""
+    """One test image. ``name`` is the LR file's stem; it names the SR output and CSV rows.
+    ``lr_size``: the LR image's (width, height) from its header, when the builder read it."""
 
     name: str
     lr: Path
     hr: Path | None = None
+    lr_size: tuple[int, int] | None = None
 
 
 class ImageDataset(Sequence[Sample]):
@@ -51,6 +53,16 @@ class ImageDataset(Sequence[Sample]):
 
     def __iter__(self) -> Iterator[Sample]:
         return iter(self.samples)
+
+    def sr_sizes(self) -> dict[str, tuple[int, int]]:
+        """(width, height) of each sample's SR output (LR size x scale, the size of its HR too),
+        keyed by ``"<LR path> (xN SR output)"``: what the metrics will score, known before any
+        work (from the headers) so that an image too small for a metric is refused first."""
+        out = {}
+        for s in self.samples:
+            w, h = s.lr_size or image_size(s.lr)
+            out[f"{s.lr} (x{self.scale} SR output)"] = (w * self.scale, h * self.scale)
+        return out
 
     def manifest(self) -> list[dict]:
         """``[{"name", "lr_sha256", "hr_sha256"}]`` in dataset order (computed once)."""
@@ -97,6 +109,17 @@ def require_scale(lr: Path, lsize: tuple[int, int], hr: Path, hsize: tuple[int, 
         raise HarnessError(f"{hr}: size {hw}x{hh} is not {scale}x the {what} {lr.name} ({lw}x{lh})")
 
 
+def check_output_pixels(lr: Path, lsize: tuple[int, int], scale: int) -> None:
+    """The SR output of ``lr`` (``scale`` x its ``lsize``) must hold at most ``MAX_PIXELS``
+    pixels, as every input does: refused before a method computes it."""
+    w, h = lsize[0] * scale, lsize[1] * scale
+    if w * h > MAX_PIXELS:
+        raise HarnessError(
+            f"{lr}: its x{scale} SR output would be {w}x{h}, {w * h:,} pixels, over the "
+            f"limit of {MAX_PIXELS:,}"
+        )
+
+
 def note_conversions(conversions: Conversions, kinds: tuple[str, ...], label: str) -> None:
     """Record that reading the file ``label`` (``LR/a.png``) applies ``kinds``."""
     for kind in kinds:
@@ -115,12 +138,13 @@ def paired_folder(name: str, lr_dir: str | Path, hr_dir: str | Path, scale: int)
     lr_dir, hr_dir = Path(lr_dir), Path(hr_dir)
     pairs = match_by_stem(list_images(lr_dir), list_images(hr_dir), lr_dir, hr_dir)
     conversions: Conversions = {}
+    samples = []
     for lr, hr in pairs:
         (lsize, lkinds), (hsize, hkinds) = image_info(lr), image_info(hr)
         require_scale(lr, lsize, hr, hsize, scale)
         note_conversions(conversions, lkinds, f"LR/{lr.name}")
         note_conversions(conversions, hkinds, f"HR/{hr.name}")
-    samples = [Sample(lr.stem, lr, hr) for lr, hr in pairs]
+        samples.append(Sample(lr.stem, lr, hr, lsize))
     return ImageDataset(name, samples, scale, conversions)
 
 
@@ -128,6 +152,10 @@ def lr_folder(name: str, lr_dir: str | Path, scale: int) -> ImageDataset:
     """LR images only (real photos without ground truth): no-reference metrics only."""
     files = list_images(lr_dir)
     conversions: Conversions = {}
+    samples = []
     for f in files:
-        note_conversions(conversions, image_info(f)[1], f"LR/{f.name}")  # fails on a non-image
-    return ImageDataset(name, [Sample(f.stem, f) for f in files], scale, conversions)
+        size, kinds = image_info(f)  # fails on a damaged or non-image file
+        check_output_pixels(f, size, scale)
+        note_conversions(conversions, kinds, f"LR/{f.name}")
+        samples.append(Sample(f.stem, f, None, size))
+    return ImageDataset(name, samples, scale, conversions)

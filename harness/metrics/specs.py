@@ -13,6 +13,12 @@ from typing import Any, Literal
 
 from harness.registry import Registry
 
+# The floor for every metric: SSIM's 11x11 window. PSNR, DISTS and FID run at any size, 1x1
+# included, but no Real-ISR protocol scores an image smaller than the SSIM every paper reports
+# beside PSNR: such a file in a test set is a mistake (a thumbnail, a broken export), and its
+# numbers (80 dB for a pixel reproduced exactly) would swamp a set's mean.
+MIN_SIZE = 11
+
 
 @dataclass(frozen=True)
 class MetricSpec:
@@ -27,6 +33,10 @@ class MetricSpec:
         score_range: the documented range of values.
         impl: "pyiqa" calls pyiqa; "harness" is an own implementation that tests hold equal to
             pyiqa with the same options (to 1e-6), used where pyiqa is needlessly slow.
+        min_size: the smallest height and width (pixels) of an image the metric scores as it is
+            (not failing, padding or enlarging it); a smaller input is refused before any work.
+            Found from pyiqa 0.1.16's code and by scoring sizes around it; a metric that runs at
+            any size gets the harness floor, ``MIN_SIZE`` (below).
         doc: one line for ``harness list metrics``.
     """
 
@@ -40,6 +50,7 @@ class MetricSpec:
     decimals: int = 4  # digits the report prints (the papers' convention)
     weights: tuple[str, ...] = ()  # ids in the weights manifest (harness/weights/manifest.py)
     per: Literal["image", "set"] = "image"  # "set": one value per (method, dataset), e.g. FID
+    min_size: int = MIN_SIZE
     doc: str = ""
 
     def __post_init__(self) -> None:
@@ -83,6 +94,7 @@ _add(
         score_range="0 to 1",
         options=_Y_YCBCR,
         impl="harness",
+        min_size=11,  # the Gaussian window (harness/metrics/ssim.py raises below it, as pyiqa)
         doc="SSIM on the rounded 8-bit Y of YCbCr, 11x11 Gaussian (sigma 1.5), no downsampling",
     )
 )
@@ -92,20 +104,28 @@ _add(
 for _spec in (
     MetricSpec("lpips", "lpips", "FR", True, "0 to ~1", {"net": "alex", "version": "0.1"},
                weights=("torchvision-alexnet", "pyiqa-lpips-alex"),
+               min_size=31,  # AlexNet's 11/4 conv then two 3/2 max-pools: 30 fails in pyiqa
                doc="LPIPS v0.1, AlexNet features"),
     MetricSpec("dists", "dists", "FR", True, "0 to ~1", weights=("torchvision-vgg16", "pyiqa-dists"),
-               doc="DISTS, VGG16 features"),
+               doc="DISTS, VGG16 features"),  # padded convs and L2 pools: any size (MIN_SIZE)
     MetricSpec("niqe", "niqe", "NR", True, "~0 to ~100", weights=("pyiqa-niqe",),
+               min_size=96,  # the image is cut to whole 96x96 blocks: none below 96 (fails)
                doc="NIQE (pyiqa default: Y of YIQ)"),
     MetricSpec("musiq", "musiq", "NR", False, "~0 to ~100", weights=("pyiqa-musiq-koniq",),
+               min_size=32,  # its native-resolution scale's 32x32 patches (zero-padded below)
                decimals=2, doc="MUSIQ trained on KonIQ-10k"),
     MetricSpec("maniqa-pipal", "maniqa-pipal", "NR", False, "~0 to ~1",
                weights=("timm-vit-b8", "pyiqa-maniqa-pipal"),
+               # its ViT takes 224 crops; pyiqa's uniform_crop enlarges (bilinear) an image whose
+               # short side is <= 224 to 225 first: at 224 by one pixel, below by ever more
+               min_size=224,
                doc="MANIQA trained on PIPAL (OSEDiff, AdcSR); 20 uniform 224 crops (pyiqa>=0.1.12)"),
     MetricSpec("maniqa", "maniqa", "NR", False, "~0 to ~1",
                weights=("timm-vit-b8", "pyiqa-maniqa-koniq"),
+               min_size=224,  # as maniqa-pipal
                doc="MANIQA trained on KonIQ-10k (S3Diff); not comparable with maniqa-pipal"),
     MetricSpec("clipiqa", "clipiqa", "NR", False, "0 to 1", weights=("clip-rn50",),
+               min_size=31,  # RN50's stride-2 stem and four 2x2 average pools: 30 fails
                doc="CLIPIQA with OpenAI CLIP RN50, antonym prompt pairs"),
     MetricSpec("fid", "fid", "FR", True, "0 to ~", {"mode": "clean"},
                weights=("pyiqa-fid-inception",), per="set", decimals=2,
