@@ -25,12 +25,14 @@ from typing import Any
 from harness.errors import HarnessError
 from harness.gate.runview import RunView
 from harness.imageio import write_text
+from harness.runfiles import parse_json
 
 SCHEMA = "harness.gate-baseline/1"
 # Efficiency fields compared exactly (integers or null), and the setting they depend on.
 EXACT_FIELDS = ("params", "macs_fvcore", "macs_fvcore_plus_attention")
 SETTING_FIELDS = ("lr_size",)
 DEFAULT_LATENCY_RELATIVE = 0.10
+MAX_BYTES = 64 << 20
 # not `impl`: an own implementation is held equal to pyiqa by tests (as in reports/drift.py)
 _PROTOCOL_KEYS = ("pyiqa_id", "options", "reference", "lower_better", "per")
 
@@ -96,35 +98,54 @@ def from_run(
 
 
 def read(path: str | Path) -> dict[str, Any]:
-    """Load and check a baseline file; errors name the file and the field."""
+    """Load and check a baseline file: strict JSON (``harness.runfiles.parse_json``) and the
+    type of every field the gate reads; errors name the file and the field."""
     path = Path(path)
     if not path.is_file():
         raise HarnessError(f"{path}: baseline not found (write one with harness gate --update)")
+    if path.stat().st_size > MAX_BYTES:
+        raise HarnessError(f"{path}: larger than {MAX_BYTES >> 20} MiB; not a gate baseline")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
-    except (json.JSONDecodeError, ValueError, UnicodeDecodeError) as e:
-        raise HarnessError(f"{path}: not a valid baseline JSON ({e})") from None
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        where = f"{e.reason} at byte {e.start}"
+        raise HarnessError(f"{path}: not a valid baseline JSON ({where})") from None
+    data = parse_json(text, path, "baseline JSON")
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         found = data.get("schema") if isinstance(data, dict) else type(data).__name__
-        raise HarnessError(f"{path}: schema is {found!r}, expected {SCHEMA!r}")
-    for key, kind in (
-        ("tolerances", dict),
-        ("metrics", dict),
-        ("datasets", dict),
-        ("quality", dict),
-        ("efficiency", dict),
-    ):
-        if not isinstance(data.get(key), kind):
+        raise HarnessError(f"{path}: schema is {str(found)[:40]!r}, expected {SCHEMA!r}")
+    for key in ("tolerances", "metrics", "datasets", "quality", "efficiency"):
+        if not isinstance(data.get(key), dict):
             raise HarnessError(f"{path}: '{key}' must be a JSON object")
+    source = data.get("source", {})
+    if not isinstance(source, dict):
+        raise HarnessError(f"{path}: 'source' must be a JSON object")
+    for key, v in source.items():
+        if v is not None and not isinstance(v, str):
+            raise HarnessError(f"{path}: source.{key} must be a string or null")
     tol = data["tolerances"]
+    if not isinstance(tol.get("metrics", {}), dict):
+        raise HarnessError(f"{path}: tolerances.metrics must be a JSON object")
     for name, value in tol.get("metrics", {}).items():
         if not _nonneg(value):
             raise HarnessError(f"{path}: tolerances.metrics.{name} must be a number >= 0")
     lat = tol.get("latency_relative")
     if lat is not None and not _nonneg(lat):
         raise HarnessError(f"{path}: tolerances.latency_relative must be a number >= 0 or null")
+    for name, spec in data["metrics"].items():
+        if not isinstance(spec, dict):
+            raise HarnessError(f"{path}: metrics.{name} must be a JSON object")
+        if not isinstance(spec.get("lower_better", False), (bool, type(None))):
+            raise HarnessError(f"{path}: metrics.{name}.lower_better must be true or false")
+    for ds, h in data["datasets"].items():
+        if h is not None and not isinstance(h, str):
+            raise HarnessError(f"{path}: datasets.{ds} must be a manifest hash (string) or null")
     for method, cells in data["quality"].items():
+        if not isinstance(cells, dict):
+            raise HarnessError(f"{path}: quality.{method} must be a JSON object")
         for dataset, values in cells.items():
+            if not isinstance(values, dict):
+                raise HarnessError(f"{path}: quality.{method}.{dataset} must be a JSON object")
             for metric, v in values.items():
                 if v is not None and not _finite(v):
                     raise HarnessError(
@@ -132,15 +153,23 @@ def read(path: str | Path) -> dict[str, Any]:
                     )
                 if metric not in data["metrics"]:
                     raise HarnessError(f"{path}: quality names metric '{metric}' not in 'metrics'")
+    for method, row in data["efficiency"].items():
+        if not isinstance(row, dict):
+            raise HarnessError(f"{path}: efficiency.{method} must be a JSON object")
+        for key in (*SETTING_FIELDS, *EXACT_FIELDS, "latency_median_s"):
+            v = row.get(key)
+            if v is not None and not _nonneg(v):
+                raise HarnessError(
+                    f"{path}: efficiency.{method}.{key} must be a number >= 0 or null"
+                )
+        for key in ("device", "dtype"):
+            if row.get(key) is not None and not isinstance(row[key], str):
+                raise HarnessError(f"{path}: efficiency.{method}.{key} must be a string or null")
     return data
 
 
 def write(path: str | Path, baseline: dict[str, Any]) -> None:
     write_text(path, json.dumps(baseline, indent=2, sort_keys=False) + "\n")
-
-
-def _no_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def _finite(v: Any) -> bool:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.runfiles import read_results
 
 
 @dataclass
@@ -22,18 +22,16 @@ class RunView:
 
     @classmethod
     def open(cls, path: str | Path) -> RunView:
-        path = Path(path)
-        if not path.is_dir():
-            raise HarnessError(f"{path}: run directory not found")
-        view = cls(
-            path,
-            _json(path / "summary.json"),
-            _json(path / "manifest.json"),
-            _json(path / "efficiency.json"),
-        )
-        if view.summary is None and view.efficiency is None:
+        """Read and check the run's files (``harness.runfiles``: types, strict JSON, and
+        summary.json's means recomputed from per_image.csv); one-line errors name the file."""
+        files = read_results(path)
+        view = cls(files.path, files.summary, files.manifest, files.efficiency)
+        path = files.path
+        if view.summary is None and (view.efficiency is None or files.is_run):
             raise HarnessError(
-                f"{path}: no summary.json or efficiency.json (not a finished run directory)"
+                f"{path}: no summary.json (not a finished run directory)"
+                if files.is_run
+                else f"{path}: no summary.json or efficiency.json (not a finished run directory)"
             )
         if view.manifest is not None and view.manifest.get("finished", True) is None:
             raise HarnessError(f"{path}: the run has not finished (manifest.json 'finished' null)")
@@ -47,15 +45,3 @@ class RunView:
         recorded = (self.manifest or {}).get("datasets") or {}
         names = [r["dataset"] for r in (self.summary or {}).get("results", [])]
         return {n: (recorded.get(n) or {}).get("manifest_hash") for n in dict.fromkeys(names)}
-
-
-def _json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise HarnessError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise HarnessError(f"{path}: expected a JSON object")
-    return data

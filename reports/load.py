@@ -2,12 +2,12 @@
 
 A directory is read through its public files (ARCHITECTURE.md): ``summary.json``,
 ``per_image.csv``, ``manifest.json``, ``efficiency.csv`` (+ ``efficiency.json`` for the
-environment). Nothing here imports the runner, the methods or the metrics.
+environment), checked by ``harness.runfiles`` before any value is used. Nothing here imports
+the runner, the methods or the metrics.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from harness.errors import HarnessError
+from harness.runfiles import PerImage, read_results
 
 _KEYS = ("method", "dataset", "image")
 _EFFICIENCY_NUMBERS = {
@@ -73,74 +74,95 @@ class RunData:
         return self.manifest.get("datasets", {}).get(dataset)
 
 
-def _json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise HarnessError(f"{path}: not valid JSON ({e})") from None
-
-
 def _csv(path: Path) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     try:
         # every cell as text first: image names such as 0001 must stay strings
         return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise HarnessError(f"{path}: empty (no header line)") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise HarnessError(f"{path}: not a readable CSV ({e})") from None
+        raise HarnessError(f"{path}: not a readable CSV ({str(e).strip()[:120]})") from None
 
 
-def _numeric(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    for c in columns:
-        df[c] = pd.to_numeric(df[c].replace("", np.nan), errors="raise")
-    return df
+def _efficiency(path: Path) -> pd.DataFrame | None:
+    """``efficiency.csv`` with its number columns as numbers; each a finite number or empty."""
+    frame = _csv(path)
+    if frame is None:
+        return None
+    if "method" not in frame.columns:
+        raise HarnessError(f"{path}: no 'method' column")
+    for col in [c for c in frame.columns if c in _EFFICIENCY_NUMBERS]:
+        text = frame[col]
+        values = pd.to_numeric(text.replace("", np.nan), errors="coerce")
+        bad = (values.isna() & (text != "")) | ~np.isfinite(values.fillna(0.0))
+        if bad.any():
+            line = int(np.flatnonzero(bad.to_numpy())[0]) + 2
+            cell = str(text[bad].iloc[0])[:40]
+            raise HarnessError(f"{path}: line {line}, {col}: {cell!r} is not a finite number")
+        frame[col] = values
+    return frame
 
 
-def load_run(path: str | Path, name: str | None = None) -> RunData:
-    """Read one directory; a one-line error names a missing or malformed file."""
+def _per_image_frame(table: PerImage) -> pd.DataFrame:
+    """The checked ``per_image.csv`` as a frame: keys as text, metrics as floats (NaN: missing)."""
+    frame = pd.DataFrame.from_records(table.rows, columns=table.columns)
+    for c in table.columns[3:]:
+        frame[c] = frame[c].astype(float)
+    for c in _KEYS:
+        frame[c] = frame[c].astype(str)
+    return frame
+
+
+def load_run(
+    path: str | Path,
+    name: str | None = None,
+    allow_partial: bool = False,
+    left_out: list[str] | None = None,
+) -> RunData:
+    """Read one directory; a one-line error names a missing or malformed file. The files are
+    checked by ``harness.runfiles`` (types, strict JSON, summary.json's means recomputed from
+    per_image.csv). A run or eval directory without ``summary.json`` has no quality tables: an
+    error, unless ``allow_partial``, which reads what there is and appends to ``left_out``
+    what the report leaves out and why."""
     path = Path(path)
     if not path.is_dir():
         raise HarnessError(f"{path}: folder not found")
-    summary = _json(path / "summary.json")
-    efficiency = _csv(path / "efficiency.csv")
-    if summary is None and efficiency is None:
-        raise HarnessError(f"{path}: no summary.json (the run has not finished)")
-    per_image = None
-    if summary is not None:
-        per_image = _csv(path / "per_image.csv")
-        if per_image is None:
-            raise HarnessError(f"{path}: summary.json without per_image.csv")
-        if list(per_image.columns[:3]) != list(_KEYS):
-            raise HarnessError(f"{path / 'per_image.csv'}: first columns must be {_KEYS}")
-        try:
-            per_image = _numeric(per_image, list(per_image.columns[3:]))
-        except ValueError as e:
-            raise HarnessError(f"{path / 'per_image.csv'}: a value is not a number ({e})") from None
-    if efficiency is not None:
-        cols = [c for c in efficiency.columns if c in _EFFICIENCY_NUMBERS]
-        try:
-            efficiency = _numeric(efficiency, cols)
-        except ValueError as e:
-            raise HarnessError(
-                f"{path / 'efficiency.csv'}: a value is not a number ({e})"
-            ) from None
-    eff_json = _json(path / "efficiency.json")
+    files = read_results(path)
+    efficiency = _efficiency(path / "efficiency.csv")
+    if files.summary is None:
+        if efficiency is None:
+            raise HarnessError(f"{path}: no summary.json (the run has not finished)")
+        if files.is_run:
+            if not allow_partial:
+                raise HarnessError(
+                    f"{path}: no summary.json, so no quality tables (the run has not finished "
+                    "or the file was removed); --allow-partial reports the rest"
+                )
+            if left_out is not None:
+                left_out.append(
+                    f"{path}: the quality tables (no summary.json: the run has not finished "
+                    "or the file was removed)"
+                )
+    per_image = _per_image_frame(files.per_image) if files.per_image is not None else None
     return RunData(
         path=path,
         name=name or path.resolve().name,
-        summary=summary,
-        manifest=_json(path / "manifest.json") or {},
+        summary=files.summary,
+        manifest=files.manifest or {},
         per_image=per_image,
         efficiency=efficiency,
-        efficiency_env=(eff_json or {}).get("environment"),
+        efficiency_env=(files.efficiency or {}).get("environment"),
     )
 
 
-def load_runs(paths: list[str | Path]) -> list[RunData]:
+def load_runs(
+    paths: list[str | Path], allow_partial: bool = False, left_out: list[str] | None = None
+) -> list[RunData]:
     """Read every directory first (all errors before any work); names are the folder names,
-    or the paths as given where two folders share a name."""
+    or the paths as given where two folders share a name. ``allow_partial``, ``left_out``:
+    as in :func:`load_run`."""
     if not paths:
         raise HarnessError("harness report needs at least one run directory")
     resolved = [Path(p).resolve() for p in paths]
@@ -148,6 +170,6 @@ def load_runs(paths: list[str | Path]) -> list[RunData]:
         raise HarnessError("harness report: a run directory is given twice")
     names = [r.name for r in resolved]
     return [
-        load_run(p, p_name if names.count(p_name) == 1 else str(p))
+        load_run(p, p_name if names.count(p_name) == 1 else str(p), allow_partial, left_out)
         for p, p_name in zip(paths, names)
     ]

@@ -48,7 +48,10 @@ class Request:
     alpha: float = 0.05
     published: bool = True  # compare with the papers' printed numbers where they exist
     display_names: bool = False  # row labels: "Real-ESRGAN" (the card) instead of "realesrgan"
+    # a run directory without summary.json: report its efficiency alone instead of refusing
+    allow_partial: bool = False
     written: list[Path] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)  # with allow_partial: what and why
 
 
 def _validate(req: Request) -> None:
@@ -142,7 +145,9 @@ def _images_of(report: Report, table) -> set[str]:
 def make_report(req: Request) -> tuple[str, Path]:
     """Check everything, then write the files; returns (Markdown text, output folder)."""
     _validate(req)
-    runs = load_runs(req.paths)
+    runs = load_runs(req.paths, req.allow_partial, req.left_out)
+    for line in req.left_out:
+        log(f"left out: {line}")
     out = Path(req.out) if req.out is not None else runs[0].path
     opts = Options(seed=req.seed, alpha=req.alpha, allow_drift=req.allow_drift,
                    display_names=req.display_names)  # fmt: skip
@@ -156,6 +161,8 @@ def make_report(req: Request) -> tuple[str, Path]:
         pub, notes = published.compare(report, data), published.notes(data)
     text = markdown.render(report, ci=req.ci, alpha=req.alpha, figures=figs, published=pub,
                            protocol_notes=notes)  # fmt: skip
+    if req.left_out:  # a partial report says so in the file itself
+        text += "\n### Left out (--allow-partial)\n\n" + "".join(f"- {x}\n" for x in req.left_out)
     if "md" in req.formats:
         write_text(out / "report.md", text)
         req.written.append(out / "report.md")
