@@ -8,6 +8,13 @@ NaN/Infinity, no duplicate keys), CSV as text, YAML with the safe loader and wit
 (no billion-laughs expansion). Limits: file sizes (:data:`FILES`, :data:`MAX_FIGURE_BYTES`),
 total size, entry count, nesting depth. Paths that leave the bundle (``..``, absolute, drive
 letters, backslashes), symbolic links and encrypted zip entries reject the whole bundle.
+
+Members are read in chunks, and every limit is checked on the bytes actually read, as they
+arrive (a zip's declared sizes are checked first, but may lie): size per member, total size,
+expansion ratio of a compressed member (:data:`MAX_RATIO`), and for CSV the number of lines and
+the length of a line (:data:`CSV_LINES`, :data:`MAX_LINE_BYTES`). So a small zip that inflates
+to millions of empty lines is rejected after reading a bounded prefix, in a fraction of a
+second, naming the member; nothing is parsed before its member has been read within limits.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import json
 import os
 import stat
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -44,6 +52,14 @@ MAX_TOTAL_BYTES = 256 * MiB
 MAX_ENTRIES = 20_000  # files listed in a bundle, read or not
 MAX_DEPTH = 64  # JSON/YAML nesting
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+CHUNK = 64 * 1024
+# Expansion of a compressed member, checked once it passes RATIO_FLOOR bytes: the store's files
+# deflate 2-5x; a bomb of repeated bytes ~1000x.
+MAX_RATIO = 100
+RATIO_FLOOR = 1 * MiB
+# lines per CSV (per_image.csv: methods x datasets x images) and bytes per line
+CSV_LINES = {"per_image.csv": 250_000, "efficiency.csv": 10_000}
+MAX_LINE_BYTES = 64 * 1024
 
 
 class Rejected(HarnessError):
@@ -89,18 +105,20 @@ def open_bundle(path: str | Path) -> Bundle:
     return _read(str(path), entries)
 
 
-# An entry: (name inside the bundle, size, reader(limit) -> bytes)
-_Entry = tuple[str, int, Any]
+# An entry: (name inside the bundle, declared size, compressed size or None, opener() -> a
+# binary file object)
+_Entry = tuple[str, int, int | None, Any]
 
 
 def _read(source: str, entries: list[_Entry]) -> Bundle:
     if len(entries) > MAX_ENTRIES:
         raise Rejected(f"more than {MAX_ENTRIES} entries")
-    names = [_safe_name(n) for n, _, _ in entries]
+    names = [_safe_name(n) for n, _, _, _ in entries]
     prefix = _common_top(names)
     bundle = Bundle(source, {})
     total = 0
-    for (_, size, reader), name in zip(entries, names):
+    budget = _Budget()
+    for (_, size, packed, opener), name in zip(entries, names):
         rel = name[len(prefix) :] if prefix else name
         total += size
         if total > MAX_TOTAL_BYTES:
@@ -111,13 +129,13 @@ def _read(source: str, entries: list[_Entry]) -> Bundle:
                 raise Rejected(f"{rel}: {size} bytes (limit {limit})")
             if rel in bundle.files:
                 raise Rejected(f"{rel}: present twice")
-            bundle.files[rel] = _limited(reader, limit, rel)
+            bundle.files[rel] = _limited(opener, limit, rel, packed, budget, CSV_LINES.get(rel))
         elif _is_figure(rel):
             if size > MAX_FIGURE_BYTES:
                 raise Rejected(f"{rel}: {size} bytes (limit {MAX_FIGURE_BYTES} per figure)")
             if len(bundle.figures) >= MAX_FIGURES:
                 raise Rejected(f"more than {MAX_FIGURES} figures")
-            data = _limited(reader, MAX_FIGURE_BYTES, rel)
+            data = _limited(opener, MAX_FIGURE_BYTES, rel, packed, budget)
             if not data.startswith(PNG_MAGIC):
                 raise Rejected(f"{rel}: not a PNG file (wrong signature)")
             bundle.figures[rel] = data
@@ -160,11 +178,56 @@ def _common_top(names: list[str]) -> str:
     return ""
 
 
-def _limited(reader, limit: int, name: str) -> bytes:
-    data = reader(limit + 1)
-    if len(data) > limit:  # the declared size lied (zip) or the file grew
-        raise Rejected(f"{name}: larger than its limit of {limit} bytes")
-    return data
+_READ_ERRORS = (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError, NotImplementedError)
+
+
+@dataclass
+class _Budget:
+    """Bytes actually read from every member so far (a zip's declared sizes may lie)."""
+
+    read: int = 0
+
+    def take(self, n: int) -> None:
+        self.read += n
+        if self.read > MAX_TOTAL_BYTES:
+            raise Rejected(f"larger than {MAX_TOTAL_BYTES // MiB} MiB in all (uncompressed)")
+
+
+def _limited(
+    opener, limit: int, name: str, packed: int | None, budget: _Budget, lines: int | None = None
+) -> bytes:
+    """The member's bytes, read in chunks with every limit checked as they arrive: ``limit``
+    bytes, the bundle's total, ``MAX_RATIO`` times its compressed size ``packed`` (zip), and
+    with ``lines``: at most that many lines of at most ``MAX_LINE_BYTES`` each."""
+    chunks: list[bytes] = []
+    n = n_lines = tail = 0  # bytes, newlines, length of the line still open
+    try:
+        with opener() as f:
+            while chunk := f.read(CHUNK):
+                n += len(chunk)
+                if n > limit:  # the declared size lied (zip) or the file grew
+                    raise Rejected(f"{name}: larger than its limit of {limit} bytes")
+                budget.take(len(chunk))
+                if packed is not None and n > RATIO_FLOOR and n > MAX_RATIO * max(packed, 1):
+                    raise Rejected(
+                        f"{name}: expands more than {MAX_RATIO} times ({packed} bytes compressed, "
+                        f"{n} read so far): a compression bomb"
+                    )
+                if lines is not None:
+                    n_lines += chunk.count(b"\n")
+                    if n_lines > lines:
+                        raise Rejected(f"{name}: more than {lines} lines")
+                    parts = chunk.split(b"\n")
+                    longest = max([tail + len(parts[0]), *(len(p) for p in parts[1:])])
+                    tail = len(parts[-1]) if len(parts) > 1 else tail + len(parts[0])
+                    if longest > MAX_LINE_BYTES:
+                        raise Rejected(f"{name}: a line longer than {MAX_LINE_BYTES} bytes")
+                chunks.append(chunk)
+    except Rejected:
+        raise
+    except _READ_ERRORS as e:
+        raise Rejected(f"{name}: unreadable ({str(e)[:120]})") from None
+    return b"".join(chunks)
 
 
 def _dir_entries(root: Path) -> list[_Entry]:
@@ -181,18 +244,14 @@ def _dir_entries(root: Path) -> list[_Entry]:
                 raise Rejected(f"{rel}: symbolic link")
             if not stat.S_ISREG(st.st_mode):
                 raise Rejected(f"{rel}: not a regular file")
-            out.append((rel, st.st_size, _file_reader(p)))
+            out.append((rel, st.st_size, None, _file_opener(p)))
         if len(out) > MAX_ENTRIES:
             raise Rejected(f"more than {MAX_ENTRIES} entries")
     return sorted(out, key=lambda e: e[0])
 
 
-def _file_reader(p: Path):
-    def read(n: int) -> bytes:
-        with open(p, "rb") as f:
-            return f.read(n)
-
-    return read
+def _file_opener(p: Path):
+    return lambda: open(p, "rb")
 
 
 def _zip_entries(zf: zipfile.ZipFile) -> list[_Entry]:
@@ -206,19 +265,12 @@ def _zip_entries(zf: zipfile.ZipFile) -> list[_Entry]:
             raise Rejected(f"{info.filename}: symbolic link")
         if info.flag_bits & 0x1:
             raise Rejected(f"{info.filename}: encrypted entry")
-        out.append((info.filename, info.file_size, _zip_reader(zf, info)))
+        out.append((info.filename, info.file_size, info.compress_size, _zip_opener(zf, info)))
     return out
 
 
-def _zip_reader(zf: zipfile.ZipFile, info: zipfile.ZipInfo):
-    def read(n: int) -> bytes:
-        try:
-            with zf.open(info) as f:
-                return f.read(n)
-        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as e:
-            raise Rejected(f"{info.filename}: unreadable ({e})") from None
-
-    return read
+def _zip_opener(zf: zipfile.ZipFile, info: zipfile.ZipInfo):
+    return lambda: zf.open(info)
 
 
 # ----------------------------------------------------------------------------- parsers

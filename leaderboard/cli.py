@@ -10,7 +10,8 @@ import yaml
 from harness.errors import HarnessError
 from harness.leaderboard.bundle import Rejected, open_bundle
 from harness.leaderboard.config import load_config
-from harness.leaderboard.validate import Submission, protocol_block, validate
+from harness.leaderboard.validate import NotForThisBoard, Submission, protocol_block, validate
+from harness.progress import log
 
 EPILOG = """\
 A bundle is a finished run directory's files (manifest.json, summary.json, config.yaml,
@@ -79,11 +80,24 @@ def run(args: argparse.Namespace) -> int:
         raise HarnessError("harness leaderboard build needs --out DIR")
     from harness.leaderboard.site import build
 
-    subs = [_load(p, config) for p in args.inputs]
-    data = build(subs, config, args.out)
+    subs: list[Submission] = []
+    left_out: list[tuple[str, str]] = []
+    for path in args.inputs:
+        try:
+            subs.append(validate(open_bundle(path), config.accepted, config.datasets))
+        except NotForThisBoard as e:  # sound, but not for this board: the rest is built
+            left_out.append((path, str(e)))
+        except Rejected as e:
+            raise Rejected(f"{path}: rejected: {e}") from None
+    if not subs:
+        reasons = "; ".join(f"{p}: {why}" for p, why in left_out)
+        raise HarnessError(f"harness leaderboard build: no usable entries (left out: {reasons})")
+    for path, why in left_out:
+        log(f"left out: {path}: {why}")
+    data = build(subs, config, args.out, left_out)
     n = sum(len(t["entries"]) for t in data["tables"])
     print(
         f"wrote {args.out}/index.html: {len(data['tables'])} tables, {n} entries, "
-        f"ranked by {data['rank_by']}"
+        f"ranked by {data['rank_by']}" + (f"; {len(left_out)} left out" if left_out else "")
     )
     return 0

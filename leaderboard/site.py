@@ -62,14 +62,22 @@ class Run:
     figures: list[str]  # paths under the site root
 
 
-def build(subs: list[Submission], config: LeaderboardConfig, out: str | Path) -> dict[str, Any]:
-    """Write the site to ``out``; returns the ``leaderboard.json`` content."""
+def build(
+    subs: list[Submission],
+    config: LeaderboardConfig,
+    out: str | Path,
+    left_out: list[tuple[str, str]] = (),
+) -> dict[str, Any]:
+    """Write the site to ``out``; returns the ``leaderboard.json`` content. ``left_out``:
+    (input, reason) of the bundles not on the board, listed on the page by their file names."""
     if not subs:
         raise HarnessError("harness leaderboard build: no run directories given")
     out = Path(out)
     _check_out(out)
     runs = _runs(subs)
     data = _model(runs, config)
+    # the name only: a submitter's local folders are not published
+    data["left_out"] = [{"source": Path(p).name, "reason": why} for p, why in left_out]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

@@ -12,7 +12,9 @@ Checks, in order; the first failure rejects the bundle with a one-line reason:
    images of the dataset manifest, every cell a finite number or empty, and its means equal the
    summary's; well-formed weights hashes;
 4. the protocol (``config.Protocol``): harness and pyiqa versions, metric settings, dataset
-   manifest hashes, method weights digests, metrics autocast.
+   manifest hashes, method weights digests, metrics autocast; and results on at least one of
+   the leaderboard's datasets. A failure here raises :class:`NotForThisBoard`: the bundle is
+   sound but made for another board, and ``build`` leaves it out instead of failing.
 """
 
 from __future__ import annotations
@@ -25,6 +27,12 @@ from typing import Any
 from harness.hashing import config_hash, sha256_json
 from harness.leaderboard.bundle import Bundle, Rejected, walk
 from harness.leaderboard.config import METRIC_PROTOCOL_KEYS, Protocol
+
+
+class NotForThisBoard(Rejected):
+    """A bundle that is valid in itself but does not fit the leaderboard (its protocol or
+    datasets): ``build`` leaves it out, naming the reason; a malformed bundle fails the build."""
+
 
 MAX_NAME = 128
 MAX_TEXT = 4000
@@ -84,10 +92,15 @@ def validate(
         _schema_efficiency(efficiency)
     sub = Submission(bundle, manifest, summary, config, efficiency, docs["per_image.csv"])
     _consistency(sub)
-    _protocol(sub, protocol)
+    try:
+        _protocol(sub, protocol)
+    except NotForThisBoard:
+        raise
+    except Rejected as e:  # the bundle is sound: it was made under another protocol
+        raise NotForThisBoard(str(e)) from None
     if datasets is not None and not {r["dataset"] for r in summary["results"]} & set(datasets):
         found = sorted({r["dataset"] for r in summary["results"]})
-        raise Rejected(
+        raise NotForThisBoard(
             f"summary.json: no results on this leaderboard's datasets "
             f"({', '.join(datasets)}); found {', '.join(found) or 'none'}"
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -301,3 +302,126 @@ def test_profile_folder_needs_no_summary(run_copy, tmp_path):
     req = Request([prof], formats=("md",))
     text, _ = make_report(req)
     assert req.left_out == [] and "Efficiency" in text
+
+
+# ----------------------------------------------------------------------------- 4. leaderboard
+
+
+@pytest.fixture(scope="module")
+def other_dataset(classic_run, cache_dir, tmp_path_factory) -> Path:
+    """`harness eval` of the run's bicubic outputs recorded as a dataset named `other`: a
+    sound bundle that belongs on another leaderboard."""
+    from harness.cli import main
+
+    manifest = json.loads((classic_run / "manifest.json").read_text())
+    sr = manifest["methods"]["bicubic"]["sr_cache"]["embedded"]
+    data = cache_dir / "datasets" / "embedded-v1"
+    out = tmp_path_factory.mktemp("other") / "other-eval"
+    argv = ["eval", "--sr", sr, "--hr", str(data / "HR"), "--lr", str(data / "LR"),
+            "--name", "bicubic", "--out", str(out), "dataset_name=other"]  # fmt: skip
+    assert main(argv) == 0
+    return out
+
+
+def test_build_leaves_out_a_run_on_another_dataset(
+    classic_run, other_dataset, tmp_path, cli, capsys
+):
+    """One entry on another dataset rejected the whole build: it is left out with its reason
+    (log, leaderboard.json, the page) and the rest is built."""
+    cfg = tmp_path / "lb.yaml"
+    cfg.write_text("datasets: [embedded]\n")
+    site = tmp_path / "site"
+    capsys.readouterr()
+    assert cli("leaderboard", "build", "--config", cfg, "--out", site, classic_run,
+               other_dataset) == 0  # fmt: skip
+    cap = capsys.readouterr()
+    reason = "summary.json: no results on this leaderboard's datasets (embedded); found other"
+    assert f"left out: {other_dataset}: {reason}" in cap.err
+    assert "1 left out" in cap.out
+    data = json.loads((site / "leaderboard.json").read_text())
+    assert data["left_out"] == [{"source": "other-eval", "reason": reason}]
+    assert [e["method"] for e in data["tables"][0]["entries"]] == ["lanczos", "bicubic"]
+    html = (site / "index.html").read_text()
+    assert "Left out" in html and "no results on this leaderboard&#39;s datasets" in html
+    assert str(other_dataset.parent) not in html  # names only: no local folders published
+
+
+def test_build_with_no_usable_entry_is_an_error(other_dataset, tmp_path, cli, capsys):
+    cfg = tmp_path / "lb.yaml"
+    cfg.write_text("datasets: [embedded]\n")
+    capsys.readouterr()
+    assert cli("leaderboard", "build", "--config", cfg, "--out", tmp_path / "s",
+               other_dataset) == 2  # fmt: skip
+    line = _one_error_line(capsys)
+    assert "no usable entries (left out: " in line and "found other" in line
+    assert not (tmp_path / "s").exists()
+
+
+def test_build_still_fails_on_a_tampered_bundle(classic_run, run_copy, tmp_path, cli, capsys):
+    """Only a sound bundle for another board is left out; a tampered one fails the build."""
+    _json_edit("summary.json", lambda s: _psnr(s).update(mean=99.0))(run_copy)
+    capsys.readouterr()
+    assert cli("leaderboard", "build", "--out", tmp_path / "s", classic_run, run_copy) == 2
+    assert "differs from per_image.csv" in _one_error_line(capsys)
+    assert not (tmp_path / "s").exists()
+
+
+# ----------------------------------------------------------------------------- 5. bundles
+
+
+def _bundle_zip(run: Path, dest: Path, replace: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        for p in sorted(run.iterdir()):
+            if p.is_file() and p.name not in replace:
+                zf.write(p, p.name)
+        for name, data in replace.items():
+            zf.writestr(name, data)
+    return dest
+
+
+@pytest.fixture
+def bytes_read(monkeypatch) -> list[int]:
+    """Bytes decompressed from zip members during the test (a bound on the work done)."""
+    count = [0]
+    real = zipfile.ZipExtFile.read
+
+    def read(self, n=-1):
+        data = real(self, n)
+        count[0] += len(data)
+        return data
+
+    monkeypatch.setattr(zipfile.ZipExtFile, "read", read)
+    return count
+
+
+BOMBS = {
+    # 2 MiB of newlines deflate to ~4 KB; 64 MiB (67 KB zipped) took 114 s and 5.7 GB before
+    "newlines": ("per_image.csv", b"\n" * (2 << 20), "per_image.csv: more than 250000 lines"),
+    "long-line": (
+        "per_image.csv",
+        b"method,dataset,image,psnr,ssim\n" + b"a" * (2 << 20),
+        "per_image.csv: a line longer than 65536 bytes",
+    ),
+    "ratio": (
+        "manifest.json",
+        b" " * (8 << 20) + b"{}",
+        "manifest.json: expands more than 100 times",
+    ),
+}
+
+
+@pytest.mark.parametrize(("member", "data", "reason"), BOMBS.values(), ids=BOMBS.keys())
+def test_bundle_bomb_is_rejected_after_a_bounded_read(
+    classic_run, tmp_path, cli, capsys, bytes_read, member, data, reason
+):
+    bundle = _bundle_zip(classic_run, tmp_path / "bomb.zip", {member: data})
+    assert bundle.stat().st_size < 100_000
+    bytes_read[0] = 0
+    assert cli("leaderboard", "validate", bundle) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"rejected: {bundle}: ")
+    assert reason in err
+    # every limit is checked while reading: at most ~1 MiB of the member is ever inflated
+    assert bytes_read[0] < (1 << 20) + 256 * 1024 + sum(
+        p.stat().st_size for p in classic_run.iterdir()
+    )
