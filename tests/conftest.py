@@ -38,9 +38,6 @@ os.environ["TORCH_HOME"] = str(_WEIGHTS / "torch")
 os.environ["HF_HOME"] = str(_WEIGHTS / "huggingface")
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.pop("HARNESS_WEIGHTS_MANIFEST", None)
-# huggingface_hub fixes its cache folder when first imported: import it now, so a test that
-# points HF_HOME elsewhere for a while (monkeypatch) cannot become the session's cache
-import huggingface_hub  # noqa: E402, F401
 
 
 @pytest.fixture(scope="session")
