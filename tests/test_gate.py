@@ -5,7 +5,9 @@ as a broken commit would change them."""
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -43,6 +45,27 @@ def _result(summary: dict, method: str) -> dict:
     return next(r for r in summary["results"] if r["method"] == method)
 
 
+def _rescore(run: Path, method: str, metric: str, change, reason: str | None = None) -> None:
+    """Change the per-image values of ``method``'s ``metric`` as a broken commit would (None:
+    missing, with ``reason``), and summary.json with them: the gate refuses a summary.json
+    that per_image.csv does not back."""
+    path = run / "per_image.csv"
+    rows = list(csv.reader(path.open(newline="")))
+    col = rows[0].index(metric)
+    for i, r in enumerate(x for x in rows[1:] if x[0] == method):
+        v = change(i, float(r[col]))
+        r[col] = "" if v is None else repr(float(v))
+    path.write_text("".join(",".join(r) + "\n" for r in rows))
+    vals = [None if r[col] == "" else float(r[col]) for r in rows[1:] if r[0] == method]
+    good = [v for v in vals if v is not None]
+    mean = math.fsum(good) / len(good)
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in good) / len(good))
+    cell = {"n": len(good), "missing": len(vals) - len(good), "mean": mean, "std": std}
+    if len(good) < len(vals):
+        cell |= {"mean": None, "std": None, "reason": reason, "cause": reason}
+    _edit(run / "summary.json", lambda s: _result(s, method)["metrics"][metric].update(cell))
+
+
 @pytest.mark.slow
 def test_committed_baseline_passes_on_the_default_run(default_run, cli, capsys):
     assert cli("gate", "--baseline", COMMITTED, default_run) == 0
@@ -60,12 +83,7 @@ def test_baseline_itself_passes(run_copy, baseline, cli, capsys):
 
 def test_quality_regression_fails_and_names_the_value(run_copy, baseline, cli, capsys):
     # lanczos SSIM drops by 1e-4: invisible in most tables, twice the default tolerance
-    _edit(
-        run_copy / "summary.json",
-        lambda s: _result(s, "lanczos")["metrics"]["ssim"].update(
-            mean=_result(s, "lanczos")["metrics"]["ssim"]["mean"] - 1e-4
-        ),
-    )
+    _rescore(run_copy, "lanczos", "ssim", lambda i, v: v - 1e-4)
     assert cli("gate", "--baseline", baseline, run_copy) == 1
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.lstrip().startswith("FAIL"))
@@ -76,11 +94,8 @@ def test_quality_regression_fails_and_names_the_value(run_copy, baseline, cli, c
 def test_change_within_tolerance_passes_and_improvement_is_reported(
     run_copy, baseline, cli, capsys
 ):
-    def change(s):
-        _result(s, "bicubic")["metrics"]["psnr"]["mean"] -= 0.004  # tolerance 0.005
-        _result(s, "lanczos")["metrics"]["psnr"]["mean"] += 0.5
-
-    _edit(run_copy / "summary.json", change)
+    _rescore(run_copy, "bicubic", "psnr", lambda i, v: v - 0.004)  # tolerance 0.005
+    _rescore(run_copy, "lanczos", "psnr", lambda i, v: v + 0.5)
     assert cli("gate", "--baseline", baseline, run_copy) == 0
     out = capsys.readouterr().out
     assert "improved lanczos / embedded / psnr" in out and "--update" in out
@@ -94,22 +109,15 @@ def test_lower_is_better_direction(run_copy, tmp_path, cli, capsys):
     )
     path = tmp_path / "b.json"
     assert cli("gate", "--update", "--baseline", path, run_copy) == 0
-    _edit(
-        run_copy / "summary.json",
-        lambda s: _result(s, "bicubic")["metrics"]["psnr"].update(mean=99.0),
-    )
+    _rescore(run_copy, "bicubic", "psnr", lambda i, v: 99.0)
     capsys.readouterr()
     assert cli("gate", "--baseline", path, run_copy) == 1
     assert "FAIL     bicubic / embedded / psnr ↓" in capsys.readouterr().out
 
 
 def test_missing_value_fails_with_its_reason(run_copy, baseline, cli, capsys):
-    _edit(
-        run_copy / "summary.json",
-        lambda s: _result(s, "bicubic")["metrics"]["psnr"].update(
-            mean=None, reason="1 of 6 images missing: weights absent"
-        ),
-    )
+    reason = "1 of 6 images missing: weights absent"
+    _rescore(run_copy, "bicubic", "psnr", lambda i, v: None if i == 0 else v, reason)
     assert cli("gate", "--baseline", baseline, run_copy) == 1
     assert "value missing: 1 of 6 images missing" in capsys.readouterr().out
 
@@ -119,6 +127,9 @@ def test_method_absent_from_run_fails(run_copy, baseline, cli, capsys):
         run_copy / "summary.json",
         lambda s: s.update(results=[r for r in s["results"] if r["method"] != "lanczos"]),
     )
+    path = run_copy / "per_image.csv"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(x for x in lines if not x.startswith("lanczos,")))
     assert cli("gate", "--baseline", baseline, run_copy) == 1
     assert "lanczos / embedded" in capsys.readouterr().out
 
