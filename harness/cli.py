@@ -325,8 +325,10 @@ def cmd_run(args: argparse.Namespace) -> None:
 
     cfg = config_run(args)
     if args.launcher:
-        from harness.launch import launch, split_overrides
+        from harness.launch import launch, out_dir, split_overrides
+        from harness.store import check_out
 
+        check_out(out_dir(cfg))  # before the plan is written and any job starts
         out = launch(cfg, args.launcher, split_overrides(args.overrides)[1])
     else:
         out = run(cfg)

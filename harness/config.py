@@ -73,6 +73,42 @@ def _message(e: BaseException) -> str:
     return type(chain[0]).__name__
 
 
+def resolve(cfg: DictConfig) -> None:
+    """Resolve every interpolation in place (``${oc.env:VAR}``, ``${key}``); one that cannot be
+    resolved is a one-line error naming its key, before anything else looks at the config."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        OmegaConf.resolve(cfg)
+        return
+    except (OmegaConfBaseException, RecursionError) as e:
+        first = e
+    # OmegaConf does not say which key failed: resolve the leaves one by one to name it
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    assert isinstance(raw, dict)
+    for key in _paths(raw):
+        try:
+            value = OmegaConf.select(cfg, key, throw_on_missing=True)
+            if OmegaConf.is_config(value):
+                OmegaConf.to_container(value, resolve=True)
+        except (OmegaConfBaseException, RecursionError) as e:
+            raise HarnessError(f"{key}={_leaf(raw, key)}: {_interpolation_message(e)}") from None
+    raise HarnessError(f"config: {_interpolation_message(first)}")
+
+
+def _leaf(data: dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        data = data[part]
+    return data
+
+
+def _interpolation_message(e: BaseException) -> str:
+    """OmegaConf's message without its wrapper (``KeyError raised while resolving ...``)."""
+    text = _message(e)
+    text = re.sub(r"^\w+ raised while resolving interpolation: ", "", text)
+    return text.strip('"')
+
+
 def yaml_defaults(group: str | None, name: str) -> dict[str, Any]:
     """A config file as written (interpolations unresolved, ``defaults`` dropped)."""
     path = CONFIG_DIR / (f"{group}/{name}.yaml" if group else f"{name}.yaml")
@@ -236,7 +272,7 @@ def compose_run(overrides: list[str]) -> DictConfig:
         expanded += _expand_shorthand(o, kind, methods if kind == "method" else datasets,
                                       nodes[kind])  # fmt: skip
     cfg = _compose("run", plain + groups + expanded)
-    OmegaConf.resolve(cfg)
+    resolve(cfg)
     validate_run(cfg, files)
     return cfg
 
@@ -287,7 +323,7 @@ def _check_metrics(names: list[str]) -> None:
 def compose_eval(overrides: list[str]) -> DictConfig:
     _check_plain_keys(_parse(overrides), "eval")
     cfg = _compose("eval", overrides)
-    OmegaConf.resolve(cfg)
+    resolve(cfg)
     data: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
     check_dataclass(data, EvalConfig, "", yaml_defaults(None, "eval"))
     _check_metrics(data["metrics"])
@@ -308,5 +344,5 @@ def compose_train(recipe: str, overrides: list[str]) -> DictConfig:
     missing = [k for k in needed if OmegaConf.select(cfg, k) in (None, "")]
     if missing:
         raise HarnessError(f"recipe {recipe}: set {', '.join(missing)} (key=value overrides)")
-    OmegaConf.resolve(cfg)
+    resolve(cfg)
     return cfg

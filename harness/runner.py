@@ -31,9 +31,10 @@ from harness.datasets.base import (
 )
 from harness.envinfo import environment, package_versions, resolve_device
 from harness.errors import HarnessError
-from harness.evaluate import Item, score_items
+from harness.evaluate import Item, check_sizes, score_items
 from harness.hashing import config_hash, sha256_file, sha256_json
 from harness.imageio import (
+    check_folder,
     from_tensor,
     image_info,
     list_images,
@@ -47,7 +48,7 @@ from harness.metrics import MetricSuite, Score
 from harness.profiler import load_measured
 from harness.progress import log, progress_bar
 from harness.shards import check_part, dataset_entry, is_partial, profiles_here, selected, shard_of
-from harness.store import Row, RunStore, summarise
+from harness.store import Row, RunStore, check_out, summarise
 
 
 @dataclass
@@ -311,6 +312,7 @@ def run(cfg: DictConfig) -> Path:
     cache_dir = Path(str(cfg.cache_dir)).expanduser()
     chash = config_hash(plain)
     out = Path(str(cfg.out)) if cfg.out else Path("runs") / chash[:12]
+    check_out(out)  # a file, a folder of the user's, nowhere to write: refused before any work
     check_part(plain)
     stage = str(plain.get("stage", "all"))
     method_names, dataset_names = selected(plain)  # this job's part (all of it by default)
@@ -328,6 +330,8 @@ def run(cfg: DictConfig) -> Path:
         digests = {m.card.name: recorded["methods"][m.card.name]["weights_digest"] for m in methods}
     else:
         digests = {m.card.name: m.weights_digest() for m in methods}  # fails fast on no weights
+    for ds in datasets:  # an image too small for a metric: refused before any work
+        check_sizes(cfg.metrics, ds.sr_sizes(), ds.has_hr)
     suite = MetricSuite(list(cfg.metrics), device, bool(cfg.metrics_autocast), bool(cfg.strict))
     for name, why in suite.unavailable.items():
         log(f"metric {name} is missing from this run: {why}")
@@ -340,8 +344,10 @@ def run(cfg: DictConfig) -> Path:
     try:
         _run(cfg, store, datasets, methods, digests, suite, device, dtype, cache_dir, chash,
              recorded)  # fmt: skip
-    except HarnessError:
-        store.discard()  # nothing scored yet: leave nothing behind
+    except BaseException:
+        # Whatever failed (an unreadable weights file found at load, a crash, Ctrl-C): a
+        # directory this run created is removed while nothing is scored in it.
+        store.discard()
         raise
     return out
 
@@ -584,6 +590,7 @@ def profile(cfg: DictConfig) -> Path:
     what = {k: plain[k] for k in ("methods", "method", "profile", "device", "dtype")}
     chash = sha256_json(what)
     out = Path(str(cfg.out)) if cfg.out else Path("runs") / f"profile-{chash[:12]}"
+    check_out(out)
     methods: list[SRMethod] = [METHODS.get(m)(plain["method"][m]) for m in cfg.methods]
     for m in methods:
         m.check_config()
@@ -591,13 +598,17 @@ def profile(cfg: DictConfig) -> Path:
         if not cfg.profile.random_init:
             m.weights_digest()  # fails fast, naming a missing weights file
     store = RunStore(out)
-    fresh = not store.path.is_dir()
-    store.path.mkdir(parents=True, exist_ok=True)
+    fresh = not store.path.is_dir() or not any(store.path.iterdir())
     try:
-        write_text(store.path / "profile_config.yaml", OmegaConf.to_yaml(OmegaConf.create(what)))
+        try:
+            store.path.mkdir(parents=True, exist_ok=True)
+            text = OmegaConf.to_yaml(OmegaConf.create(what))
+            write_text(store.path / "profile_config.yaml", text)
+        except OSError as e:
+            raise HarnessError(f"--out {out}: cannot write ({e.strerror or e})") from None
         _profile(store, methods, cfg, device, dtype)
-    except HarnessError:
-        if fresh:
+    except BaseException:
+        if fresh:  # nothing measured is kept: leave nothing behind
             shutil.rmtree(store.path, ignore_errors=True)
         raise
     return out
@@ -608,11 +619,11 @@ def _sr_folders(cfg: DictConfig) -> dict[str, Path]:
     if OmegaConf.is_dict(cfg.sr):
         if cfg.name:
             raise HarnessError("--name names a single --sr folder; with several use --sr NAME=DIR")
-        folders = {str(k): Path(str(v)) for k, v in cfg.sr.items()}
+        folders = {str(k): check_folder(Path(str(v))) for k, v in cfg.sr.items()}
         if not folders:
             raise HarnessError("harness eval needs at least one --sr folder")
         return folders
-    sr_dir = Path(str(cfg.sr))
+    sr_dir = check_folder(Path(str(cfg.sr)))  # before .resolve(): a symlink loop named as one
     return {str(cfg.name or sr_dir.resolve().name): sr_dir}
 
 
@@ -651,6 +662,9 @@ def evaluate(cfg: DictConfig) -> Path:
     if not cfg.sr or not cfg.hr:
         raise HarnessError("harness eval needs both --sr DIR and --hr DIR")
     device = resolve_device(str(cfg.device))
+    chash = config_hash(plain)
+    out = Path(str(cfg.out)) if cfg.out else Path("runs") / f"eval-{chash[:12]}"
+    check_out(out)
     hr_dir = Path(str(cfg.hr))
     folders = _sr_folders(cfg)
     hr_files = list_images(hr_dir)
@@ -691,8 +705,7 @@ def evaluate(cfg: DictConfig) -> Path:
     )
     n_files = len(pairs) * (3 if cfg.lr else 2)
     _warn_conversions(dataset, conversions, n_files)
-    chash = config_hash(plain)
-    out = Path(str(cfg.out)) if cfg.out else Path("runs") / f"eval-{chash[:12]}"
+    check_sizes(cfg.metrics, {str(p): size for p, size in sizes.items()})
     suite = MetricSuite(list(cfg.metrics), device, bool(cfg.metrics_autocast), bool(cfg.strict))
     for name, why in suite.unavailable.items():
         log(f"metric {name} is missing from this run: {why}")
@@ -725,7 +738,7 @@ def evaluate(cfg: DictConfig) -> Path:
         rows, sets = _score_groups(store, suite, groups, force, batch, workers)
         extra = {"command": "eval", "methods": list(pairs), "datasets": [dataset]}
         _finish(store, suite, groups, rows, sets, chash, extra, manifest)
-    except HarnessError:
+    except BaseException:
         store.discard()  # nothing scored yet: leave nothing behind
         raise
     return out

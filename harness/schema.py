@@ -3,7 +3,8 @@
 The top level of ``configs/run.yaml`` and ``configs/eval.yaml`` and the ``profile`` node are
 dataclasses (:class:`RunConfig`, :class:`EvalConfig`, :class:`ProfileConfig`): each field has a
 type (``int``, ``float``, ``bool``, ``str``, ``list[str]``, a ``Literal`` of choices, ``| None``)
-and, in its metadata, a range (``min``) and the CLI flag that sets it (for the message).
+and, in its metadata, a range (``min``) and the CLI flag that sets it (for the message). A
+``float`` is always finite: ``inf`` and ``nan`` are refused wherever a number is expected.
 
 Method and dataset nodes (``configs/method/*.yaml``, ``configs/dataset/*.yaml``) are checked
 generically, so a new method or dataset needs no schema code: a node's keys are those of its own
@@ -20,6 +21,7 @@ nearest valid ones (``difflib``).
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import types
 import typing
@@ -184,6 +186,9 @@ def _type_error(tp: Any, value: Any) -> str | None:
         return None if ok else "must be an integer"
     if tp is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):
+            # no option means anything by inf or nan; they would fail later, mid-run
+            return "must be a finite number"
         return None if ok else "must be a number"
     if tp is str:
         # a path may look like a number (Hydra parses `out=2024` as an int): accept it

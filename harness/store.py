@@ -85,7 +85,7 @@ def run_dir_marker(path: Path) -> str | None:
     if manifest.is_file():
         try:
             data = json.loads(manifest.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             data = None
         if isinstance(data, dict) and data.get("schema") == MANIFEST_SCHEMA:
             return "run"
@@ -170,6 +170,8 @@ class RunStore:
         check_out(self.path)
         self.fresh = not self.path.is_dir() or not any(self.path.iterdir())
         existing = self._read_json_or_none("manifest.json")
+        if existing and not self.journal.exists() and not existing.get("finished"):
+            existing = None  # a claim killed before scoring anything: nothing to keep
         if existing and existing.get("config_hash") not in (None, config_hash):
             raise HarnessError(
                 f"{self.path}: holds a run of another config (hash "

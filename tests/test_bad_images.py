@@ -18,13 +18,6 @@ from harness.metrics.specs import MIN_SIZE
 
 RNG = np.random.default_rng(11)
 
-# Not yet in harness/runner.py: the calls `check_sizes` (run and eval, after the metric suite
-# is built) and `check_folder` (eval's --sr folders, before they are resolved). Remove the mark
-# with them: strict, so the tests fail as soon as the behaviour is there.
-NEEDS_RUNNER_CALL = pytest.mark.xfail(
-    strict=True, reason="harness/runner.py does not call check_sizes / check_folder yet"
-)
-
 
 def _png(path: Path, h: int, w: int) -> None:
     write_png(path, RNG.integers(0, 256, (h, w, 3), dtype=np.uint8))
@@ -118,7 +111,6 @@ def test_check_sizes_names_the_image_and_the_binding_metrics():
         check_sizes(["psnr", "lpips", "musiq"], {"w.png": (31, 40)}, has_hr=False)
 
 
-@NEEDS_RUNNER_CALL
 @pytest.mark.parametrize(
     ("metrics", "size", "needs"),
     [("psnr,ssim", (1, 1), "11x11, the smallest image metrics psnr, ssim score"),
@@ -135,7 +127,6 @@ def test_eval_refuses_an_image_too_small_for_a_metric(tmp_path, cli, capsys, met
     assert not (root / "out").exists()
 
 
-@NEEDS_RUNNER_CALL
 def test_run_refuses_an_lr_whose_sr_output_is_too_small(cache_dir, tmp_path, cli, capsys):
     """A 2x2 LR's x4 output is 8x8, under SSIM's window: refused before the SR stage (which
     would log a line). Before: exit 0, the SSIM column n/a."""
@@ -188,7 +179,6 @@ def test_the_pixel_limit_is_pils_warning_threshold():
 # -- 3. a symlink loop as a folder -------------------------------------------------------------
 
 
-@NEEDS_RUNNER_CALL
 def test_eval_sr_symlink_loop(tmp_path, cli, capsys):
     root = _pairs(tmp_path, ("a",))
     os.symlink(root / "loop", root / "loop")

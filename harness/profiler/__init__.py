@@ -85,6 +85,14 @@ def load_measured(
     _LOADS[method] = (before, max(0, memory_in_use(device) - before))
 
 
+def weights_kind(method: SRMethod, random_init: bool) -> str:
+    """The ``weights`` column: ``none`` for a method without a network (bicubic), else
+    ``random`` or ``loaded``."""
+    if type(method).build_model is SRMethod.build_model:
+        return "none"
+    return "random" if random_init else "loaded"
+
+
 def profile_method(
     method: SRMethod,
     lr_size: int,
@@ -107,8 +115,12 @@ def profile_method(
 
     name = method.card.name
     method.check_input_size(lr_size, lr_size)
+    weights = weights_kind(method, random_init)
     if method.loaded_as != (device, dtype, random_init) or method not in _LOADS:
-        log(f"profiling {name}: loading ({'random' if random_init else 'loaded'} weights)")
+        what = {"none": "preparing (no network, no weights)",
+                "random": "building the network with random weights",
+                "loaded": "loading its weights"}[weights]  # fmt: skip
+        log(f"profiling {name}: {what}")
         load_measured(method, device, dtype, random_init)  # not loaded already by the SR stage
     lr = torch.rand(1, 3, lr_size, lr_size, generator=torch.Generator().manual_seed(0))
     lr = lr.to(device)
@@ -117,7 +129,7 @@ def profile_method(
         "dtype": str(getattr(method, "dtype", dtype)).removeprefix("torch."),  # as it ran
         "torch": torch.__version__,
         "method": method.card.name, "steps": method.card.steps, "lr_size": lr_size,
-        "sr_size": lr_size * method.scale, "weights": "random" if random_init else "loaded",
+        "sr_size": lr_size * method.scale, "weights": weights,
         "params": 0, "params_components": {}, "macs_fvcore": None, "macs_attention": None,
         "macs_fvcore_plus_attention": None, "macs_flopcounter": None, "macs_ptflops": None,
         "ptflops_backend": PTFLOPS_BACKEND, "notes": "",
@@ -259,4 +271,5 @@ __all__ = [
     "environment",
     "load_measured",
     "profile_method",
+    "weights_kind",
 ]
