@@ -250,6 +250,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="label rows with the methods' display names (Real-ESRGAN) instead of their ids",
     )
+    rp.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="report a run directory without summary.json (its efficiency alone), listing what "
+        "was left out and why",
+    )
 
     mg = sub.add_parser(
         "merge",
@@ -448,6 +454,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         alpha=args.alpha,
         published=not args.no_published,
         display_names=args.display_names,
+        allow_partial=args.allow_partial,
     )
     text, out = make_report(req)
     for path in req.written:
@@ -531,6 +538,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from harness.weights import configure_environment
 
     configure_environment()  # before pyiqa/timm are imported: they read these at import time
+    from harness.weights.guard import guarded
+
+    with guarded():  # no library unpickles a file itself while a command runs
+        return _main(argv)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     # key=value overrides may follow options that come after a positional (`train adcsr --out D

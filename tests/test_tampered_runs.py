@@ -291,6 +291,14 @@ def test_report_allow_partial_prints_what_was_left_out(run_copy, tmp_path, capsy
     assert "Efficiency" in text  # the rest is reported
 
 
+def test_report_allow_partial_on_the_command_line(run_copy, tmp_path, cli, capsys):
+    (run_copy / "summary.json").unlink()
+    out = tmp_path / "o"
+    assert cli("report", run_copy, "--out", out, "--allow-partial", "--format", "md") == 0
+    assert "### Left out (--allow-partial)" in (out / "report.md").read_text()
+    assert "left out:" in capsys.readouterr().err
+
+
 def test_profile_folder_needs_no_summary(run_copy, tmp_path):
     """A `harness profile` folder holds efficiency files alone: not a partial run."""
     from harness.reports import Request, make_report
