@@ -97,8 +97,15 @@ def _sinsr(path: Path):
     return read_state_dict(path, torch.nn.Linear(4, 1), ("module.",), "test")
 
 
+def _adcsr(path: Path):
+    from harness.methods.adcsr import AdcSR
+
+    return AdcSR({"arch": "tiny", "weights": str(path)})._state_dict()
+
+
 LOADERS = {
     "load_tensors": load_tensors,
+    "load_tensors_mmap": lambda p: load_tensors(p, mmap=True),  # DAPE's RAM file
     "restricted_torch_load": restricted_torch_load,
     "guarded_torch_load": _guarded_torch_load,
     "guarded_file_object": _guarded_file_object,
@@ -109,6 +116,7 @@ LOADERS = {
     "bsrgan": _method_loader("harness.methods.bsrgan.BSRGAN", arch="tiny"),
     "swinir": _method_loader("harness.methods.swinir.SwinIRMethod", arch="tiny"),
     "femasr": _method_loader("harness.methods.femasr.FeMaSR", arch="tiny"),
+    "adcsr": _adcsr,
     "osediff": _osediff,
     "sinsr": _sinsr,
 }
