@@ -83,16 +83,24 @@ def parse_json(text: str, path: Path | str, what: str = "JSON") -> Any:
     return value
 
 
-def _check_depth(value: Any, path: Path | str) -> None:
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether parsed JSON ``value`` nests dicts/lists more than ``limit`` levels (iteratively:
+    no recursion limit to hit on a hostile document)."""
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         v, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise HarnessError(f"{path}: nested deeper than {MAX_DEPTH} levels")
+        if depth > limit:
+            return True
         if isinstance(v, dict):
             stack += [(x, depth + 1) for x in v.values()]
         elif isinstance(v, list):
             stack += [(x, depth + 1) for x in v]
+    return False
+
+
+def _check_depth(value: Any, path: Path | str) -> None:
+    if too_deep(value):
+        raise HarnessError(f"{path}: nested deeper than {MAX_DEPTH} levels")
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -354,20 +354,17 @@ def _refusing(code: bytes):
     return refuse
 
 
-_D = RestrictedUnpickler.dispatch
-_D[_op(pickle.REDUCE)] = RestrictedUnpickler.load_reduce
-_D[_op(pickle.NEWOBJ)] = RestrictedUnpickler.load_newobj
-_D[_op(pickle.NEWOBJ_EX)] = RestrictedUnpickler.load_newobj_ex
-_D[_op(pickle.INST)] = RestrictedUnpickler.load_inst
-_D[_op(pickle.OBJ)] = RestrictedUnpickler.load_obj
-_D[_op(pickle.BUILD)] = RestrictedUnpickler.load_build
-_D[_op(pickle.APPEND)] = RestrictedUnpickler.load_append
-_D[_op(pickle.APPENDS)] = RestrictedUnpickler.load_appends
-_D[_op(pickle.SETITEM)] = RestrictedUnpickler.load_setitem
-_D[_op(pickle.SETITEMS)] = RestrictedUnpickler.load_setitems
-_D[_op(pickle.ADDITEMS)] = RestrictedUnpickler.load_additems
-_D[_op(pickle.BINPERSID)] = RestrictedUnpickler.load_binpersid
-for _code in (pickle.PERSID, pickle.EXT1, pickle.EXT2, pickle.EXT4, pickle.NEXT_BUFFER,
-              pickle.READONLY_BUFFER):  # fmt: skip
-    _D[_op(_code)] = _refusing(_code)
-del _D, _code
+_U = RestrictedUnpickler
+# the opcodes that act on objects, each replaced by its checked form, and those refused outright
+for _code, _load in (
+    (pickle.REDUCE, _U.load_reduce), (pickle.NEWOBJ, _U.load_newobj),
+    (pickle.NEWOBJ_EX, _U.load_newobj_ex), (pickle.INST, _U.load_inst), (pickle.OBJ, _U.load_obj),
+    (pickle.BUILD, _U.load_build), (pickle.APPEND, _U.load_append),
+    (pickle.APPENDS, _U.load_appends), (pickle.SETITEM, _U.load_setitem),
+    (pickle.SETITEMS, _U.load_setitems), (pickle.ADDITEMS, _U.load_additems),
+    (pickle.BINPERSID, _U.load_binpersid),
+    *((c, _refusing(c)) for c in (pickle.PERSID, pickle.EXT1, pickle.EXT2, pickle.EXT4,
+                                  pickle.NEXT_BUFFER, pickle.READONLY_BUFFER)),
+):  # fmt: skip
+    _U.dispatch[_op(_code)] = _load
+del _U, _code, _load

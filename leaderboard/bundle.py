@@ -342,15 +342,10 @@ def parse_csv(data: bytes, name: str) -> list[list[str]]:
 
 
 def _check_depth(value: Any, name: str) -> None:
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        v, depth = stack.pop()
-        if depth > MAX_DEPTH:
-            raise Rejected(f"{name}: nested deeper than {MAX_DEPTH} levels")
-        if isinstance(v, dict):
-            stack += [(x, depth + 1) for x in v.values()]
-        elif isinstance(v, list):
-            stack += [(x, depth + 1) for x in v]
+    from harness.runfiles import too_deep
+
+    if too_deep(value, MAX_DEPTH):
+        raise Rejected(f"{name}: nested deeper than {MAX_DEPTH} levels")
 
 
 def walk(value: Any, where: str = "") -> Iterator[tuple[str, Any]]:
