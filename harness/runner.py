@@ -37,6 +37,7 @@ from harness.imageio import (
     check_folder,
     from_tensor,
     image_info,
+    image_size,
     list_images,
     read_rgb,
     to_tensor,
@@ -323,6 +324,10 @@ def run(cfg: DictConfig) -> Path:
     datasets = [
         shard_of(build_dataset(plain["dataset"][d], cache_dir), plain) for d in dataset_names
     ]
+    for ds in datasets:  # an image too small for a metric or a method: refused before any work
+        check_sizes(cfg.metrics, ds.sr_sizes(), ds.has_hr)
+        if stage != "score":
+            _check_lr_sizes(methods, ds)
     store = RunStore(out)
     recorded = None
     if stage == "score":  # the SR stage recorded its cache keys; its weights need not be here
@@ -330,8 +335,6 @@ def run(cfg: DictConfig) -> Path:
         digests = {m.card.name: recorded["methods"][m.card.name]["weights_digest"] for m in methods}
     else:
         digests = {m.card.name: m.weights_digest() for m in methods}  # fails fast on no weights
-    for ds in datasets:  # an image too small for a metric: refused before any work
-        check_sizes(cfg.metrics, ds.sr_sizes(), ds.has_hr)
     suite = MetricSuite(list(cfg.metrics), device, bool(cfg.metrics_autocast), bool(cfg.strict))
     for name, why in suite.unavailable.items():
         log(f"metric {name} is missing from this run: {why}")
@@ -612,6 +615,18 @@ def profile(cfg: DictConfig) -> Path:
             shutil.rmtree(store.path, ignore_errors=True)
         raise
     return out
+
+
+def _check_lr_sizes(methods: list[SRMethod], ds: ImageDataset) -> None:
+    """Each method's ``check_input_size`` on every LR image of ``ds`` (sizes from the headers),
+    so an image a method cannot take stops the run before any work, naming the image."""
+    sizes = {(s.lr, s.lr_size or image_size(s.lr)) for s in ds}
+    for m in methods:
+        for lr, (w, h) in sorted(sizes):
+            try:
+                m.check_input_size(h, w)
+            except HarnessError as e:
+                raise HarnessError(f"{lr}: {e}") from None
 
 
 def _sr_folders(cfg: DictConfig) -> dict[str, Path]:

@@ -330,3 +330,22 @@ def test_profile_of_a_method_without_weights_says_so(tmp_path, cli, capsys):
     assert "loaded weights" not in err
     rows = json.loads((out / "efficiency.json").read_text())["rows"]
     assert rows[0]["weights"] == "none"
+
+
+def test_an_image_too_small_for_a_method_stops_the_run_before_any_work(tmp_path, cli, capsys):
+    """FeMaSR cannot take an LR side below 8 pixels: the run names the image before it
+    upscales anything (bicubic, first in the list, included) and leaves nothing behind.
+    Mutation caught: runner not calling each method's check_input_size on the LR sizes."""
+    root = tmp_path / "small"
+    write_png(root / "LR" / "ok.png", _img((16, 16, 3)))
+    write_png(root / "HR" / "ok.png", _img((64, 64, 3)))
+    write_png(root / "LR" / "small.png", _img((12, 6, 3)))
+    write_png(root / "HR" / "small.png", _img((48, 24, 3)))
+    out = tmp_path / "o"
+    rc = cli("run", "--methods", "bicubic,femasr", "--datasets", root, "--metrics", "psnr",
+             "profile.enabled=false", "method.femasr.arch=tiny", "method.femasr.weights=x.pth",
+             "--out", out)  # fmt: skip
+    assert rc == 2
+    line = _err(capsys)
+    assert str(root / "LR" / "small.png") in line and "below 8 pixels" in line, line
+    assert not out.exists()
