@@ -284,6 +284,7 @@ def validate_run(cfg: DictConfig, files: dict[str, str] | None = None) -> None:
     check_dataclass(data, RunConfig, "", top)
     for m in data["methods"]:
         check_node(data["method"][m], yaml_defaults("method", m), MethodNode, f"method.{m}")
+    check_method_options(data["methods"], data["method"])
     for d in data["datasets"]:
         yaml = yaml_defaults("dataset", (files or {}).get(d, d))
         check_node(data["dataset"][d], yaml, DatasetNode, f"dataset.{d}")
@@ -298,6 +299,16 @@ def validate_run(cfg: DictConfig, files: dict[str, str] | None = None) -> None:
             f"profile.reference={reference} (--reference): '{reference}' is not among --methods "
             f"({', '.join(data['methods'])})"
         )
+
+
+def check_method_options(names: list[str], nodes: dict[str, Any]) -> None:
+    """Each selected method's own option checks (:meth:`SRMethod.validate`: choices, ranges,
+    the scale), reading no file: a bad option of the last method stops a run before the first
+    one upscales anything, and ``--dry-run`` sees it."""
+    from harness.methods import METHODS
+
+    for name in names:
+        METHODS.get(name)(nodes[name]).validate()
 
 
 def _check_dataset_type(name: str, kind: str) -> None:

@@ -357,7 +357,7 @@ def run(cfg: DictConfig) -> Path:
 
 def _check_configs(methods: Sequence[SRMethod]) -> None:
     for m in methods:
-        m.check_config()
+        m.validate()
 
 
 def _check_scales(methods: Sequence[SRMethod], datasets: Sequence[ImageDataset]) -> None:
@@ -596,7 +596,7 @@ def profile(cfg: DictConfig) -> Path:
     check_out(out)
     methods: list[SRMethod] = [METHODS.get(m)(plain["method"][m]) for m in cfg.methods]
     for m in methods:
-        m.check_config()
+        m.validate()
         m.check_input_size(int(cfg.profile.lr_size), int(cfg.profile.lr_size))
         if not cfg.profile.random_init:
             m.weights_digest()  # fails fast, naming a missing weights file

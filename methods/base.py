@@ -66,6 +66,8 @@ class MethodCard:
     # pass of a network trained with an adversarial loss), diffusion (``steps`` tells one-step
     # from multi-step); '' = not stated (reports put such rows last, ungrouped)
     family: str = ""
+    # the scale factors the method runs at (its network's); None: any (interpolation)
+    scales: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z0-9_]+", self.name):
@@ -76,6 +78,8 @@ class MethodCard:
             raise ValueError(f"{self.name}: steps must be >= 1")
         if self.family not in FAMILIES:
             raise ValueError(f"{self.name}: family {self.family!r} is not one of {FAMILIES}")
+        if self.scales is not None and self.scale not in self.scales:
+            raise ValueError(f"{self.name}: scale {self.scale} is not among scales {self.scales}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -157,8 +161,21 @@ class SRMethod(ABC):
 
     def check_config(self) -> None:
         """Raise ``HarnessError`` for an option value this method cannot take (choices that a
-        type check cannot see); called before any work starts. Default: nothing to check."""
+        type check cannot see); reads no file. Default: nothing to check."""
         return None
+
+    def validate(self) -> None:
+        """Every option checked, reading no file: the scale against the card's ``scales``, then
+        :meth:`check_config`. Called when a config is composed (so ``--dry-run`` and a run of
+        several methods refuse a bad option before any work) and again by the runner."""
+        from harness.errors import HarnessError
+
+        if self.card.scales is not None and self.scale not in self.card.scales:
+            runs = ", ".join(f"x{s}" for s in self.card.scales)
+            raise HarnessError(
+                f"method.scale: {self.card.name} runs at {runs} only, not x{self.scale}"
+            )
+        self.check_config()
 
     def weights_digest(self) -> str:
         """A digest of the weights in use (part of the SR cache key); '' for no weights."""

@@ -43,6 +43,7 @@ class AdcSR(SRMethod):
         "Super-Resolution, CVPR 2025 (arXiv:2411.13383)",
         license="Apache-2.0",
         scale=4,
+        scales=(4,),
         steps=1,
         code="https://github.com/Guaishou74851/AdcSR",
         weights=(

@@ -42,6 +42,7 @@ class BSRGAN(RealESRGAN):
         "Super-Resolution, ICCV 2021 (arXiv:2103.14006)",
         license="Apache-2.0",
         scale=4,
+        scales=(4,),
         code="https://github.com/cszn/BSRGAN",
         weights=(WeightFile("BSRGAN.pth", RELEASE, None, license="Apache-2.0"),),
         deviations=(

@@ -57,6 +57,7 @@ class FeMaSR(ReleaseFile, SRMethod):
         "High-Resolution Priors, ACM Multimedia 2022 (arXiv:2202.13142)",
         license="CC BY-NC-SA 4.0",
         scale=4,
+        scales=(4,),
         code="https://github.com/chaofengc/FeMaSR",
         weights=(WeightFile("FeMaSR_SRX4_model_g.pth", RELEASE, None, license="CC BY-NC-SA 4.0"),),
         deviations=(

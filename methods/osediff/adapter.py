@@ -76,6 +76,7 @@ class OSEDiff(SRMethod):
         "Super-Resolution, NeurIPS 2024 (arXiv:2406.08177)",
         license="Apache-2.0 (code, osediff.pkl); CreativeML Open RAIL++-M (SD2.1-base)",
         scale=4,
+        scales=(4,),
         steps=1,
         code="https://github.com/cswry/OSEDiff",
         weights=(

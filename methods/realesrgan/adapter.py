@@ -71,6 +71,7 @@ class RealESRGAN(SRMethod):
         "Synthetic Data, ICCV Workshops 2021 (arXiv:2107.10833)",
         license="BSD-3-Clause",
         scale=4,
+        scales=(4,),
         code="https://github.com/xinntao/Real-ESRGAN",
         weights=(
             WeightFile(

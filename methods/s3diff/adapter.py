@@ -77,6 +77,7 @@ class S3Diff(SRMethod):
         "with Diffusion Priors (arXiv:2409.17058, 2024)",
         license="Apache-2.0 (code, s3diff.pkl, de_net.pth); " + SD_TURBO_LICENSE,
         scale=4,
+        scales=(4,),
         steps=1,
         code="https://github.com/ArcticHare105/S3Diff",
         weights=(
@@ -180,6 +181,11 @@ class S3Diff(SRMethod):
                 setattr(t, attr, value)
         t.enabled = bool(self.cfg.get("tiling", True))
         return t
+
+    def check_config(self) -> None:
+        self._arch()
+        self._options()
+        self._tiling()
 
     def build_model(self) -> S3DiffNet:
         net = S3DiffNet(self._arch())

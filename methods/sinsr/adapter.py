@@ -76,6 +76,7 @@ class SinSR(SRMethod):
         license="CC BY-NC-SA 4.0 (code and weights, academic use); ResShift parts: "
         "S-Lab License 1.0",
         scale=4,
+        scales=(4,),
         steps=1,
         code="https://github.com/wyf0912/SinSR (on https://github.com/zsyOAOA/ResShift)",
         stochastic=True,
@@ -140,6 +141,18 @@ class SinSR(SRMethod):
             )
         return multiple
 
+    def _vq_attention(self) -> str:
+        attention = str(self.cfg.get("vq_attention", "sdpa"))
+        if attention not in ("sdpa", "math"):
+            raise HarnessError(f"method.vq_attention: '{attention}' is not one of sdpa, math")
+        return attention
+
+    def check_config(self) -> None:
+        self._arch()
+        self._chop()
+        self._pad_multiple()
+        self._vq_attention()
+
     def build_model(self) -> SinSRNet:
         unet, vq = self._arch()
         return SinSRNet(unet, vq)
@@ -184,9 +197,7 @@ class SinSR(SRMethod):
             net.unet.load_state_dict(sd, strict=True)
             sd, _ = read_state_dict(vq_file, net.vq, VQ_PREFIXES, "VQ-f4 autoencoder", who)
             net.vq.load_state_dict(sd, strict=True)
-        attention = str(self.cfg.get("vq_attention", "sdpa"))
-        if attention not in ("sdpa", "math"):
-            raise HarnessError(f"method.vq_attention: '{attention}' is not one of sdpa, math")
+        attention = self._vq_attention()
         for m in net.modules():
             if isinstance(m, VQAttention):
                 m.math = attention == "math"

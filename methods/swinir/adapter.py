@@ -66,6 +66,7 @@ class SwinIRMethod(ReleaseFile, SRMethod):
         "2021 (arXiv:2108.10257): the real-world x4 GAN models (Real-SwinIR)",
         license="Apache-2.0",
         scale=4,
+        scales=(4,),
         code="https://github.com/JingyunLiang/SwinIR",
         weights=tuple(
             WeightFile(f, f"{RELEASE}/{f}", None, license="Apache-2.0") for _, f in FILES.values()
