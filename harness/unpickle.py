@@ -219,6 +219,14 @@ class RestrictedUnpickler(_Base):
             return _VALUES[key]
         return Name(*key)
 
+    def load(self) -> Any:
+        try:
+            return super().load()
+        except KeyError as e:  # the opcode table has no such byte: not a pickle at all
+            code = e.args[0] if e.args else None
+            what = f"0x{code:02x}" if isinstance(code, int) else repr(code)
+            raise pickle.UnpicklingError(f"not a pickle (byte {what} is no opcode)") from None
+
     # calls
     def _call(self, func: Any, args: Any, kwargs: dict | None = None) -> Any:
         if type(args) is not tuple:

@@ -338,3 +338,10 @@ def test_nothing_else_in_the_package_unpickles():
                     if (owner, node.attr) in _UNPICKLERS:
                         found.append(f"{path.relative_to(ROOT)}:{node.lineno} {owner}.{node.attr}")
     assert not found, found
+
+
+def test_a_file_that_is_no_pickle_says_so(tmp_path):
+    path = tmp_path / "one.pth"
+    path.write_bytes(b"x")
+    with pytest.raises(HarnessError, match=r"one\.pth: refused: not a pickle \(byte 0x78"):
+        load_tensors(path)
