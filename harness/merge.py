@@ -38,7 +38,7 @@ from harness.errors import HarnessError
 from harness.hashing import CONFIG_HASH_EXCLUDES, CONFIG_HASH_NEUTRAL, config_hash
 from harness.imageio import write_text
 from harness.progress import log
-from harness.store import Key, Row, RunStore, summarise
+from harness.store import Key, Row, RunStore, check_out, summarise
 
 # Keys in which the jobs of one run differ by construction.
 PART_KEYS = ("part", "stage")
@@ -228,6 +228,7 @@ def merge(paths: Sequence[str | Path], out: str | Path) -> Path:
         raise HarnessError("merge: a run directory is given twice")
     if out.resolve() in {d.resolve() for d in dirs}:
         raise HarnessError(f"--out {out}: is one of the runs to merge; choose another folder")
+    check_out(out)  # before the parts are read: a file, a user's folder, nowhere to write
     parts = [_load(d) for d in dirs]
     config = check(parts)
     _write(parts, config, out)

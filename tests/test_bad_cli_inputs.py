@@ -371,3 +371,13 @@ def test_an_image_too_small_for_a_method_stops_the_run_before_any_work(tmp_path,
     line = _err(capsys)
     assert str(root / "LR" / "small.png") in line and "below 8 pixels" in line, line
     assert not out.exists()
+
+
+def test_merge_checks_out_before_reading_the_parts(tmp_path, cli, capsys):
+    """Mutation caught: merge checking --out only when it claims (after reading the parts,
+    which here do not exist: the error would name them instead)."""
+    f = tmp_path / "notes.txt"
+    f.write_text("mine")
+    assert cli("merge", tmp_path / "no-such-part", "--out", f) == 2
+    assert f"--out {f}: is a file, not a folder" in _err(capsys)
+    assert f.read_text() == "mine"
