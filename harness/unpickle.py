@@ -91,7 +91,10 @@ def _bool(x: Any, what: str) -> bool:
 
 
 def _no_hooks(x: Any) -> None:
-    # torch.save writes an empty OrderedDict; hooks are callables, which a file cannot give
+    # torch.save writes an empty OrderedDict (None in files of older torch, e.g. the LPIPS
+    # package's own weights); hooks are callables, which a file cannot give
+    if x is None:
+        return
     if type(x) not in (dict, OrderedDict) or x:
         raise pickle.UnpicklingError(f"tensor backward hooks must be empty, not {x!r:.60}")
 
