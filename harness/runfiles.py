@@ -413,6 +413,13 @@ def check_agreement(summary: dict[str, Any], table: PerImage, folder: Path) -> N
                     )
 
 
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """The mean and population standard deviation of a summary cell, as the store writes them
+    (``math.fsum``: exact sums, so the order of the images does not matter)."""
+    mean = math.fsum(values) / len(values)
+    return mean, math.sqrt(math.fsum((v - mean) ** 2 for v in values) / len(values))
+
+
 def _disagreement(st: dict[str, Any], values: list[float | None]) -> tuple[str, str] | None:
     """What of ``st`` (one summary cell) differs from ``values`` (its per-image column):
     (field, 'summary.json's value vs the recomputed one'), or None when they agree."""
@@ -426,13 +433,12 @@ def _disagreement(st: dict[str, Any], values: list[float | None]) -> tuple[str, 
         if mean is not None:  # a mean is given only when every image has a value
             return "mean", f"{mean!r} vs none: {missing} of {len(values)} values are empty"
         return None
-    want = math.fsum(good) / len(good)
+    want, want_std = mean_std(good)
     if mean is None:
         return "mean", f"null vs {want!r}: every image has a value"
     if not math.isclose(mean, want, rel_tol=REL_TOL, abs_tol=ABS_TOL):
         return "mean", f"{mean!r} vs {want!r} recomputed"
     std = st.get("std")
-    want_std = math.sqrt(math.fsum((v - want) ** 2 for v in good) / len(good))
     if std is not None and not math.isclose(std, want_std, rel_tol=1e-6, abs_tol=ABS_TOL):
         return "std", f"{std!r} vs {want_std!r} recomputed"
     return None

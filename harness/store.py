@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -34,6 +33,7 @@ from harness import __version__
 from harness.errors import HarnessError
 from harness.imageio import sweep_temporary, write_text
 from harness.locking import file_lock, lock_fd
+from harness.runfiles import mean_std
 
 # The papers' row groups, in table order, from a method card as manifest.json records it
 # (``family``, and ``steps`` for diffusion): reports and the leaderboard show them.
@@ -353,9 +353,8 @@ def summarise(
             reasons = [r.missing[name] for r in mine if name in r.missing]
             entry: dict[str, Any] = {"n": len(good), "missing": missing}
             if missing == 0 and good:
-                mean = math.fsum(good) / len(good)
-                var = math.fsum((v - mean) ** 2 for v in good) / len(good)
-                entry |= {"mean": mean, "std": math.sqrt(var), "reason": None}
+                mean, std = mean_std(good)
+                entry |= {"mean": mean, "std": std, "reason": None}
             else:
                 why = reasons[0] if reasons else "not scored"
                 entry |= {

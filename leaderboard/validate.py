@@ -27,6 +27,7 @@ from typing import Any
 from harness.hashing import config_hash, sha256_json
 from harness.leaderboard.bundle import Bundle, Rejected, walk
 from harness.leaderboard.config import METRIC_PROTOCOL_KEYS, Protocol
+from harness.runfiles import mean_std
 
 
 class NotForThisBoard(Rejected):
@@ -421,7 +422,7 @@ def _mean_matches(result: dict, name: str, vals: list[float | None]) -> None:
         return
     if any(v is None for v in vals) or not vals:
         raise Rejected(f"{where}: a mean over images with missing values")
-    mean = math.fsum(vals) / len(vals)  # type: ignore[arg-type]
+    mean, _ = mean_std(vals)  # type: ignore[arg-type]
     if abs(mean - st["mean"]) > 1e-9 * max(1.0, abs(mean)):
         raise Rejected(f"{where}: mean {st['mean']!r} differs from per_image.csv's {mean!r}")
 
